@@ -1,0 +1,128 @@
+"""Denoising kernels: DDPM and DDIM (eta > 0) transitions from a scheduler's ``alphas_cumprod``.
+
+diffusers' ``scheduler.step()`` draws the next state but does not return the
+transition's mean and variance, which twisted SMC needs (proposal densities,
+twisted means). This module computes them from ``alphas_cumprod`` exactly as
+``step()`` does, around an ``x_0`` predictor supplied by a subclass.
+"""
+import pyro.distributions as dist
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+# diffusers clamps the DDPM posterior variance at this floor; a step at the floor
+# adds no noise worth a density, so it is a deterministic step.
+_VARIANCE_FLOOR = 1e-20
+
+
+class DenoisingKernel:
+    """A reverse-diffusion kernel for ``diffusion_chain``.
+
+    State ``x_k`` (``k`` steps to go) sits at the scheduler's timestep
+    ``timesteps[num_steps - k]``; ``x_0`` is the clean sample.
+
+    :param scheduler: a diffusers ``DDPMScheduler`` or ``DDIMScheduler``.
+    :param int num_steps: number of inference steps (``scheduler.set_timesteps``).
+    :param tuple event_shape: shape of one state.
+    :param float eta: DDIM noise scale; must be positive (``eta = 0`` is deterministic).
+    :param dtype: dtype of the states.
+    """
+
+    def __init__(self, scheduler, num_steps, event_shape, eta=1.0, dtype=torch.float32):
+        if isinstance(scheduler, DDPMScheduler):
+            self.kind = "ddpm"
+            if scheduler.config.variance_type not in ("fixed_small", "fixed_large"):
+                raise ValueError(
+                    f"variance_type {scheduler.config.variance_type!r} is not supported: "
+                    "use 'fixed_small' or 'fixed_large'"
+                )
+        elif isinstance(scheduler, DDIMScheduler):
+            self.kind = "ddim"
+            if not eta > 0:
+                raise ValueError(
+                    "DDIM with eta = 0 is a deterministic sampler and cannot be steered by SMC: "
+                    "pass eta > 0 (eta = 1 matches DDPM's variance)"
+                )
+        else:
+            raise TypeError(
+                f"{type(scheduler).__name__} is not supported: use DDPMScheduler or DDIMScheduler"
+            )
+        if scheduler.config.thresholding:
+            raise ValueError("dynamic thresholding is not supported: set thresholding=False")
+        self.scheduler = scheduler
+        self.eta = float(eta)
+        self.event_shape = tuple(event_shape)
+        self.event_dim = len(self.event_shape)
+        self.dtype = dtype
+        scheduler.set_timesteps(num_steps)
+        self.num_steps = len(scheduler.timesteps)
+        self.timesteps = [int(t) for t in scheduler.timesteps]
+        self.num_evaluations = 0
+
+    def denoise(self, t, x):
+        """The unclipped prediction of ``x_0`` from ``x`` at timestep ``t`` (one denoiser call)."""
+        raise NotImplementedError
+
+    def prior(self, shape=None):
+        if shape is not None and tuple(shape) != self.event_shape:
+            raise ValueError(f"this kernel's states have shape {self.event_shape}, not {tuple(shape)}")
+        zeros = torch.zeros(self.event_shape, dtype=self.dtype)
+        return dist.Normal(zeros, float(self.scheduler.init_noise_sigma)).to_event(self.event_dim)
+
+    def timestep(self, k):
+        return self.timesteps[self.num_steps - k]
+
+    def _previous_timestep(self, t):
+        if self.kind == "ddpm":
+            return int(self.scheduler.previous_timestep(t))
+        return t - self.scheduler.config.num_train_timesteps // self.scheduler.num_inference_steps
+
+    def _alpha_prod(self, t):
+        if t >= 0:
+            return self.scheduler.alphas_cumprod[t]
+        if self.kind == "ddpm":
+            return self.scheduler.one
+        return self.scheduler.final_alpha_cumprod
+
+    def _predict(self, t, x):
+        self.num_evaluations += x.shape[: x.dim() - self.event_dim].numel()
+        return self.denoise(t, x)
+
+    def _clip(self, x0):
+        config = self.scheduler.config
+        if config.clip_sample:
+            return x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+        return x0
+
+    def predict_x0(self, k, x):
+        """The denoiser's estimate of ``x_0`` from ``x_k = x`` (``x`` itself at ``k = 0``)."""
+        if k == 0:
+            return x
+        return self._clip(self._predict(self.timestep(k), x))
+
+    def transition(self, k, x):
+        t = self.timestep(k)
+        t_prev = self._previous_timestep(t)
+        x0_raw = self._predict(t, x)
+        x0 = self._clip(x0_raw)
+        alpha_prod = self._alpha_prod(t).to(x.dtype)
+        alpha_prod_prev = self._alpha_prod(t_prev).to(x.dtype)
+        if self.kind == "ddpm":
+            beta = 1 - alpha_prod / alpha_prod_prev
+            mean = (alpha_prod_prev**0.5 * beta / (1 - alpha_prod)) * x0 + (
+                (1 - beta) ** 0.5 * (1 - alpha_prod_prev) / (1 - alpha_prod)
+            ) * x
+            variance = ((1 - alpha_prod_prev) / (1 - alpha_prod) * beta).clamp(min=_VARIANCE_FLOOR)
+            if self.scheduler.config.variance_type == "fixed_large":
+                variance = beta
+            deterministic = t == 0 or variance <= _VARIANCE_FLOOR
+        else:
+            variance = (1 - alpha_prod_prev) / (1 - alpha_prod) * (1 - alpha_prod / alpha_prod_prev)
+            std = self.eta * variance**0.5
+            x0_for_eps = x0 if self.scheduler.config.get("use_clipped_model_output", False) else x0_raw
+            eps = (x - alpha_prod**0.5 * x0_for_eps) / (1 - alpha_prod) ** 0.5
+            mean = alpha_prod_prev**0.5 * x0 + (1 - alpha_prod_prev - std**2) ** 0.5 * eps
+            variance = std**2
+            deterministic = variance <= 0
+        if deterministic:
+            return dist.Delta(mean, event_dim=self.event_dim)
+        return dist.Normal(mean, variance**0.5).to_event(self.event_dim)

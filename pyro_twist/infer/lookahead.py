@@ -1,0 +1,42 @@
+"""Look-ahead rewards: the model's own reward sites evaluated on a guess of the chain's final state."""
+import pyro
+import torch
+from pyro.poutine.messenger import Messenger
+
+from .structure import observed_log_prob
+
+
+class _ReplaceChain(Messenger):
+    """Returns ``x0`` in place of running the chain, and sums the observed sites after it."""
+
+    def __init__(self, x0):
+        super().__init__()
+        self.x0 = x0
+        self.after_chain = False
+        self.log_reward = torch.zeros(x0.shape[0], dtype=x0.dtype)
+
+    def _pyro_markov_chain(self, msg):  # the effect of pyro_twist.markov_chain
+        msg["value"] = self.x0
+        msg["done"] = True
+        self.after_chain = True
+
+    def _pyro_post_sample(self, msg):
+        if self.after_chain and msg["is_observed"]:
+            self.log_reward = self.log_reward + observed_log_prob(msg, self.x0.shape[0])
+
+
+class LookaheadReward:
+    """``log_reward(x0)``: the sum of the model's factor and observed sites after the chain at ``x0``.
+
+    The model runs with its chain replaced by ``x0`` (leading particle dimension),
+    hidden from every outer handler, so it may be called while inference runs.
+    """
+
+    def __init__(self, model, args, kwargs):
+        self.model, self.args, self.kwargs = model, args, kwargs
+
+    def __call__(self, x0):
+        handler = _ReplaceChain(x0)
+        with pyro.poutine.block(), handler:
+            self.model(*self.args, **self.kwargs)
+        return handler.log_reward

@@ -1,0 +1,92 @@
+"""The reference steering methods, under TwistedSMC's ``run()`` and result.
+
+Feynman-Kac steering (Singhal et al., 2025) and the Twisted Diffusion Sampler
+(Wu et al., 2023) take their look-ahead potentials from the model's own reward
+sites, evaluated on the kernel's ``predict_x0`` estimate of the final state.
+"""
+import math
+
+import torch
+
+from ..twists.lookahead import LookaheadTwist
+from .lookahead import LookaheadReward
+from .twisted_smc import TwistedSMC
+
+
+class ImportanceSampling(TwistedSMC):
+    """Sequential importance sampling: the (optionally twisted) proposal, never resampling."""
+
+    def __init__(self, model, num_particles, twist=None, progress_bar=True):
+        super().__init__(model, num_particles, twist=twist, ess_threshold=0.0, progress_bar=progress_bar)
+
+
+class BestOfN(TwistedSMC):
+    """Draw N samples from the base chain and keep the one with the highest reward.
+
+    ``log_evidence`` is the plain importance-sampling estimate; the returned
+    weights put all mass on the best particle.
+    """
+
+    def __init__(self, model, num_particles, progress_bar=True):
+        super().__init__(model, num_particles, ess_threshold=0.0, progress_bar=progress_bar)
+
+    def run(self, *args, **kwargs):
+        result = super().run(*args, **kwargs)
+        best = torch.full_like(result.log_weights, -math.inf)
+        best[result.log_weights.argmax()] = 0.0
+        result.log_weights = best
+        return result
+
+
+class _LookaheadSMC(TwistedSMC):
+    """Twisted SMC whose twist is the model's reward at the kernel's ``predict_x0``."""
+
+    potential = "diff"
+    proposal = "bootstrap"
+
+    def _twist_for_run(self, structure, args, kwargs):
+        kernel = structure.kernel
+        if kernel is None or not callable(getattr(kernel, "predict_x0", None)):
+            where = (
+                f"the kernel {type(kernel).__name__} has no predict_x0(k, x)"
+                if kernel is not None
+                else "the chain is not built from a kernel"
+            )
+            raise ValueError(
+                f"{type(self).__name__} needs look-ahead rewards, but {where}. Build the chain with "
+                "diffusion_chain(name, kernel, shape) over a kernel with predict_x0 (the denoiser's "
+                "estimate of x_0), or use TwistedSMC with a twist of your own."
+            )
+        return LookaheadTwist(kernel.predict_x0, LookaheadReward(self.model, args, kwargs),
+                              potential=self.potential, proposal=self.proposal)
+
+
+class FKSteering(_LookaheadSMC):
+    """Feynman-Kac steering: bootstrap proposals, potentials from the look-ahead reward.
+
+    :param str potential: ``"diff"`` (difference of successive look-ahead rewards),
+        ``"max"`` (their running maximum) or ``"sum"`` (their running sum). The final
+        weight divides the last potential out, so every choice targets the
+        reward-tilted distribution.
+    :param resampling_steps: the steps ``k`` at which to resample (default: every step).
+    :param float ess_threshold: resample at those steps when ESS < ``ess_threshold * N``
+        (default 1: always).
+    """
+
+    def __init__(self, model, num_particles, potential="diff", resampling="systematic", ess_threshold=1.0,
+                 resampling_steps=None, progress_bar=True):
+        super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
+                         resampling_steps=resampling_steps, progress_bar=progress_bar)
+        LookaheadTwist(None, None, potential=potential)  # validates the name
+        self.potential = potential
+
+
+class TDS(_LookaheadSMC):
+    """The Twisted Diffusion Sampler: twist ``exp(reward(predict_x0(k, x_k)))``, proposal
+    ``N(mu + sigma^2 grad log psi_k(x_k), sigma^2)``, exact importance weights."""
+
+    proposal = "gradient_at_state"
+
+    def __init__(self, model, num_particles, resampling="systematic", ess_threshold=0.5, progress_bar=True):
+        super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
+                         progress_bar=progress_bar)

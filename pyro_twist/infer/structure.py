@@ -1,0 +1,91 @@
+"""Finding the chain in a model: which sites are chain steps, and at which step ``k``."""
+from collections import namedtuple
+
+import pyro
+import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+
+ChainStructure = namedtuple("ChainStructure", ["name", "num_steps", "kernel", "steps"])
+ChainStructure.__doc__ = """\
+The chain of a model.
+
+``name``: the chain's name (form (a)) or ``None`` for a hand-written loop (form (b)).
+``num_steps``: number of transitions K. ``kernel``: the kernel of ``diffusion_chain``,
+or ``None``. ``steps``: for form (b), a dict from site name to step ``k``; ``None``
+for form (a), whose sites carry their step in ``infer``.
+"""
+
+
+def is_latent(msg):
+    return msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg)
+
+
+def per_particle_site_error(site, chain):
+    return ValueError(
+        f"sample site {site!r} is random per particle but stands before the chain {chain!r}, "
+        "outside its state: resampling could not keep it consistent with the particles. "
+        "Make it part of the chain's state, pass it as an argument to the model, or fix it "
+        "with pyro.condition."
+    )
+
+
+class _ChainFound(Exception):
+    pass
+
+
+class _FindChain(Messenger):
+    def __init__(self):
+        super().__init__()
+        self.latent_sites = []
+        self.chain = None
+
+    def _pyro_markov_chain(self, msg):  # the effect of pyro_twist.markov_chain
+        self.chain = msg
+        raise _ChainFound
+
+    def _pyro_sample(self, msg):
+        if is_latent(msg):
+            self.latent_sites.append(msg["name"])
+
+
+def find_chain(model, args, kwargs):
+    """Run ``model`` for one particle until its chain is known.
+
+    A model built on ``markov_chain``/``diffusion_chain`` stops at the chain; a
+    hand-written chain (form (b)) runs once to list its latent sites in order.
+    """
+    finder = _FindChain()
+    try:
+        with torch.no_grad(), pyro.poutine.block(), finder, pyro.plate("particles", 1, dim=-1):
+            model(*args, **kwargs)
+    except _ChainFound:
+        name, _, transition, num_steps = finder.chain["args"]
+        if finder.latent_sites:
+            raise per_particle_site_error(finder.latent_sites[0], name) from None
+        kernel = finder.chain["infer"].get("kernel")
+        return ChainStructure(name, num_steps, kernel, None)
+    sites = finder.latent_sites
+    if not sites:
+        raise ValueError(
+            "the model has no chain: it samples no latent site. Write the chain with "
+            "pyro_twist.markov_chain / diffusion_chain, or as pyro.sample sites in a loop "
+            "whose value is the whole state."
+        )
+    num_steps = len(sites) - 1
+    return ChainStructure(None, num_steps, None, {site: num_steps - i for i, site in enumerate(sites)})
+
+
+def observed_log_prob(msg, num_particles):
+    """The log-density an observed or factor site adds to each particle's weight, shape ``(N,)``."""
+    log_prob = msg["fn"].log_prob(msg["value"])
+    if msg["mask"] is not None:
+        log_prob = torch.where(torch.as_tensor(msg["mask"]), log_prob, torch.zeros_like(log_prob))
+    log_prob = msg["scale"] * log_prob
+    if log_prob.dim() > 1 or (log_prob.dim() == 1 and log_prob.shape[0] not in (1, num_particles)):
+        raise ValueError(
+            f"site {msg['name']!r} has log-density of shape {tuple(log_prob.shape)}, but one value "
+            f"per particle ({num_particles},) is needed: declare the data dimensions as event "
+            "dimensions with .to_event(...)"
+        )
+    return log_prob.expand(num_particles)

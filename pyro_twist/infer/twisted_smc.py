@@ -1,0 +1,238 @@
+"""Twisted Sequential Monte Carlo over the chain of a Pyro model.
+
+The model runs once, vectorised over a particle plate. At every chain site the
+handler draws the particles' next states from the twisted proposal, weights them
+
+    log w_k = log p(x_{k-1} | x_k) + log psi_{k-1}(x_{k-1}) - log psi_k(x_k) - log q(x_{k-1} | x_k),
+
+resamples when the effective sample size falls below ``ess_threshold * N``, and
+hands the resampled states back to the model as the site's value. Every factor
+and observed site adds its log-density to the weights; after the model returns,
+the last twist is divided out, so the weights target
+``p(x_{0:K}) * exp(sum of factors)`` whatever the twist.
+"""
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.poutine.messenger import Messenger
+from tqdm.auto import tqdm
+
+from ..smc.resampling import get_resampler
+from ..smc.weights import check_log_weights, ess, log_mean_exp
+from .result import SMCResult
+from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
+
+PROPOSALS = ("gradient", "gradient_at_state", "bootstrap")
+
+
+def _is_gaussian(fn):
+    while isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Normal)
+
+
+def _value_and_grad(log_psi, k, x):
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        value = log_psi(k, x)
+        (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+    return value.detach(), torch.zeros_like(x) if grad is None else grad
+
+
+class _TwistedSMCMessenger(Messenger):
+    def __init__(self, structure, num_particles, twist, resampler, ess_threshold, resampling_steps, progress_bar):
+        super().__init__()
+        self.structure = structure
+        self.num_particles = num_particles
+        self.twist = twist
+        self.proposal = getattr(twist, "proposal", "gradient")
+        if self.proposal not in PROPOSALS:
+            raise ValueError(f"twist.proposal must be one of {PROPOSALS}, got {self.proposal!r}")
+        self.resampler = resampler
+        self.ess_threshold = ess_threshold
+        self.resampling_steps = resampling_steps
+        self.progress = tqdm(total=structure.num_steps + 1, disable=not progress_bar, desc="twisted SMC", leave=False)
+        self.log_w = torch.zeros(num_particles, dtype=torch.float64)
+        self.log_evidence = torch.zeros((), dtype=torch.float64)
+        self.log_psi = None  # log psi_k(x_k) of the current particles
+        self.grad_log_psi = None  # its gradient at x_k, for proposals that use it
+        self.chain_started = self.chain_ended = False
+        self.num_reward_sites = 0
+        self.sites, self.values, self.ancestors, self.ess, self.resampled = [], [], [], [], []
+        self.after_chain = {}
+
+    def _step_of(self, msg):
+        if self.structure.steps is not None:
+            return self.structure.steps.get(msg["name"])
+        if msg["infer"].get("chain") == self.structure.name:
+            return msg["infer"]["step"]
+        return None
+
+    def _pyro_sample(self, msg):
+        if not is_latent(msg):
+            return
+        k = self._step_of(msg)
+        if k is not None:
+            self._propagate(msg, k)
+        elif not self.chain_started:
+            raise per_particle_site_error(msg["name"], self.structure.name)
+
+    def _pyro_post_sample(self, msg):
+        if msg["is_observed"]:
+            self.log_w = self.log_w + observed_log_prob(msg, self.num_particles)
+            self.num_reward_sites += self.chain_ended
+        elif self.chain_ended and self._step_of(msg) is None:
+            self.after_chain[msg["name"]] = msg["value"]
+
+    def _proposal(self, k, base):
+        twist = self.twist
+        if twist is None or self.proposal == "bootstrap":
+            return base
+        if hasattr(twist, "propose"):
+            return twist.propose(k, base)
+        if not _is_gaussian(base):
+            return base
+        if self.proposal == "gradient_at_state":
+            grad = self.grad_log_psi
+            if grad is None:
+                return base
+        else:
+            grad = _value_and_grad(twist.log_psi, k, base.mean)[1]
+        event_dim = len(base.event_shape)
+        return dist.Normal(base.mean + base.variance * grad, base.stddev).to_event(event_dim)
+
+    def _twist_at(self, k, x):
+        if self.proposal == "gradient_at_state":
+            log_psi, self.grad_log_psi = _value_and_grad(self.twist.log_psi, k, x)
+        else:
+            log_psi = self.twist.log_psi(k, x)
+        if self.log_psi is not None and hasattr(self.twist, "combine"):
+            log_psi = self.twist.combine(self.log_psi, log_psi)
+        return log_psi
+
+    def _propagate(self, msg, k):
+        name, base = msg["name"], msg["fn"]
+        if tuple(base.batch_shape) != (self.num_particles,):
+            raise ValueError(
+                f"chain site {name!r} has batch shape {tuple(base.batch_shape)}; inference runs "
+                f"{self.num_particles} particles along a leading dimension and needs batch shape "
+                f"({self.num_particles},): declare the state's dimensions with .to_event(...)"
+            )
+        self.chain_started = True
+        proposal = self._proposal(k, base)
+        x = proposal.sample()
+        log_w = self.log_w
+        if proposal is not base:
+            log_w = log_w + base.log_prob(x) - proposal.log_prob(x)
+        if self.twist is not None:
+            log_psi = self._twist_at(k, x)
+            log_w = log_w + log_psi - (0.0 if self.log_psi is None else self.log_psi)
+            self.log_psi = log_psi
+        check_log_weights(log_w, f"at chain site {name!r} (step k={k})")
+        self.log_w = log_w
+        self.ess.append(ess(log_w))
+        ancestors = None
+        allowed = self.resampling_steps is None or k in self.resampling_steps
+        if allowed and self.ess[-1] < self.ess_threshold * self.num_particles:
+            ancestors = self.resampler(log_w, self.num_particles)
+            x = x[ancestors]
+            self._resampled(ancestors)
+        self.resampled.append(ancestors is not None)
+        self.sites.append(name)
+        self.values.append(x)
+        self.ancestors.append(ancestors)
+        msg["value"] = x
+        msg["done"] = True
+        self.chain_ended = k == 0
+        self.progress.update()
+
+    def _resampled(self, ancestors):
+        self.log_evidence = self.log_evidence + log_mean_exp(self.log_w)
+        self.log_w = torch.zeros_like(self.log_w)
+        if self.log_psi is not None:
+            self.log_psi = self.log_psi[ancestors]
+        if self.grad_log_psi is not None:
+            self.grad_log_psi = self.grad_log_psi[ancestors]
+
+    def finish(self):
+        self.progress.close()
+        if self.log_psi is not None:
+            self.log_w = self.log_w - self.log_psi
+        check_log_weights(self.log_w, "after the reward sites at the end of the model")
+        self.log_evidence = self.log_evidence + log_mean_exp(self.log_w)
+
+
+class TwistedSMC:
+    """Twisted SMC over the diffusion (or any Markov) chain of a Pyro model.
+
+    :param model: a Pyro model written for one particle, with a chain
+        (``markov_chain``/``diffusion_chain``, or a hand-written loop of sample sites)
+        followed by ``pyro.factor`` or observed sites: the reward.
+    :param int num_particles: number of particles N.
+    :param twist: ``None`` (bootstrap proposal) or any object with ``log_psi(k, x)``
+        returning one value per particle, approximating ``log E[exp(reward) | x_k]``
+        for ``k = num_steps, ..., 0``. Gaussian sites are proposed from the base
+        Normal with its mean shifted by variance times ``grad log_psi(k, .)`` at that
+        mean (exact for twists linear in ``x``); a twist may instead define
+        ``propose(k, base)`` or set ``proposal`` to ``"bootstrap"`` or ``"gradient_at_state"``.
+    :param resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``,
+        or a callable ``(log_w, num_samples) -> ancestors``.
+    :param float ess_threshold: resample when ESS < ``ess_threshold * N`` (0: never, 1: always).
+    :param resampling_steps: the steps ``k`` at which resampling may happen (default: all).
+    :param bool progress_bar: show a progress bar over the chain's steps.
+    """
+
+    def __init__(self, model, num_particles, twist=None, resampling="systematic", ess_threshold=0.5,
+                 resampling_steps=None, progress_bar=True):
+        if int(num_particles) != num_particles or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        if not 0 <= ess_threshold <= 1:
+            raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold!r}")
+        if twist is not None and not callable(getattr(twist, "log_psi", None)):
+            raise TypeError("twist must have a method log_psi(k, x) returning one value per particle")
+        self.model = model
+        self.num_particles = int(num_particles)
+        self.twist = twist
+        self.resampler = get_resampler(resampling)
+        self.ess_threshold = ess_threshold
+        self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
+        self.progress_bar = progress_bar
+        self._structure = None
+
+    def chain_structure(self, *args, **kwargs):
+        """The model's chain (found once, on the first run)."""
+        if self._structure is None:
+            self._structure = find_chain(self.model, args, kwargs)
+        return self._structure
+
+    def _twist_for_run(self, structure, args, kwargs):
+        return self.twist
+
+    def run(self, *args, **kwargs):
+        """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`."""
+        structure = self.chain_structure(*args, **kwargs)
+        engine = _TwistedSMCMessenger(
+            structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.resampler,
+            self.ess_threshold, self.resampling_steps, self.progress_bar,
+        )
+        with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1):
+            self.model(*args, **kwargs)
+        engine.finish()
+        if engine.num_reward_sites == 0:
+            warnings.warn(
+                "the model has no pyro.factor or observed site after its chain, so there is no "
+                "reward to steer toward: this ran as plain sampling",
+                stacklevel=2,
+            )
+        return SMCResult(
+            log_evidence=engine.log_evidence,
+            log_weights=engine.log_w,
+            ess=torch.stack(engine.ess),
+            resampled=torch.tensor(engine.resampled),
+            chain_sites=engine.sites,
+            chain_values=engine.values,
+            ancestors=engine.ancestors,
+            after_chain=engine.after_chain,
+        )
