@@ -1,0 +1,123 @@
+"""Denoising kernels: diffusers' step() reproduced, the exact Gaussian-mixture denoiser, steering toward a mode."""
+import pyro
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from pyro_twist import (TDS, DiffusersKernel, FKSteering, GaussianMixture, GaussianMixtureKernel, TwistedSMC,
+                        diffusion_chain)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
+
+
+SCHEDULERS = {
+    "ddpm": lambda: DDPMScheduler(num_train_timesteps=1000),
+    "ddpm_v_noclip": lambda: DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction",
+                                           clip_sample=False),
+    "ddpm_large_variance": lambda: DDPMScheduler(num_train_timesteps=1000, variance_type="fixed_large"),
+    "ddim_eta1": lambda: DDIMScheduler(num_train_timesteps=1000),
+    "ddim_eta0.3_sample": lambda: DDIMScheduler(num_train_timesteps=1000, prediction_type="sample"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_transition_reproduces_scheduler_step(unet, name):
+    scheduler = SCHEDULERS[name]()
+    eta = 0.3 if "eta0.3" in name else 1.0
+    kernel = DiffusersKernel(unet, scheduler, num_steps=10, eta=eta)
+    x = torch.randn(3, 1, 8, 8)
+    for k in range(kernel.num_steps, 0, -1):
+        t = kernel.timestep(k)
+        noise = torch.randn_like(x)
+        with torch.no_grad():
+            transition = kernel.transition(k, x)
+            output = unet(x, t).sample
+            if kernel.kind == "ddim":
+                step = scheduler.step(output, t, x, eta=eta, variance_noise=noise)
+            else:  # DDPMScheduler.step draws its noise from the generator it is given
+                seed = 1000 + k
+                step = scheduler.step(output, t, x, generator=torch.Generator().manual_seed(seed))
+                noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        std = transition.stddev if isinstance(transition, pyro.distributions.Independent) else 0.0
+        assert torch.allclose(transition.mean + std * noise, step.prev_sample, atol=1e-5), (name, k)
+        assert torch.allclose(kernel.predict_x0(k, x).detach(), step.pred_original_sample, atol=1e-5)
+        x = step.prev_sample
+    # The last DDPM step adds no noise: it is a deterministic (Delta) step.
+    assert isinstance(kernel.transition(1, x), pyro.distributions.Delta)
+
+
+def test_ddim_without_noise_is_refused(unet):
+    with pytest.raises(ValueError, match="eta = 0 is a deterministic sampler.*eta > 0"):
+        DiffusersKernel(unet, DDIMScheduler(num_train_timesteps=1000), num_steps=10, eta=0.0)
+
+
+def test_denoiser_counts_and_image_chain_under_smc(unet):
+    kernel = DiffusersKernel(unet, DDPMScheduler(num_train_timesteps=1000), num_steps=5)
+
+    def model():
+        x0 = diffusion_chain("img", kernel, (1, 8, 8))
+        pyro.factor("brightness", 4.0 * x0.mean((-1, -2, -3)))
+
+    result = FKSteering(model, 6, progress_bar=False).run()
+    samples = result.get_samples()
+    assert samples["img_0"].shape == (6, 1, 8, 8)
+    # Each step runs the denoiser once per particle for the transition and once for the
+    # look-ahead (predict_x0), except at k = 0 where the look-ahead is the state itself.
+    assert kernel.num_evaluations == 6 * (5 + 5)
+
+
+def test_exact_denoiser_is_the_posterior_mean():
+    mixture = GaussianMixture.ring(num_components=3, radius=2.0, std=0.5)
+    alpha_prod = torch.tensor(0.4, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x0 = mixture.sample(400_000, generator=g)
+    xt = alpha_prod.sqrt() * x0 + (1 - alpha_prod).sqrt() * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    # E[x0 | xt] is the best predictor: regressing x0 on it gives slope 1 and no residual correlation.
+    predicted = mixture.posterior_mean(xt, alpha_prod)
+    residual = x0 - predicted
+    assert residual.mean(0).abs().max() < 0.01
+    assert (residual * predicted).mean(0).abs().max() < 0.01
+    assert (residual * xt).mean(0).abs().max() < 0.01
+
+
+def test_tilted_mixture_matches_importance_weights():
+    mixture = GaussianMixture.ring()
+    a = torch.tensor([0.7, -0.4], dtype=torch.float64)
+    x = mixture.sample(400_000, generator=torch.Generator().manual_seed(1))
+    w = torch.softmax(x @ a, 0)
+    tilted = mixture.tilted(a)
+    assert torch.allclose(mixture.mode_weights(x, w), tilted.weights, atol=0.01)
+    assert torch.allclose(w @ x, tilted.weights @ tilted.means, atol=0.02)
+    assert abs((torch.logsumexp(x @ a, 0) - torch.log(torch.tensor(4e5))).item() - mixture.log_normalizer(a).item()) < 0.01
+
+
+def total_variation(p, q):
+    return 0.5 * (p - q).abs().sum().item()
+
+
+def test_steering_brings_mode_weights_to_the_tilted_mixture():
+    mixture = GaussianMixture.ring()
+    kernel = GaussianMixtureKernel(mixture, num_steps=100)
+    a = torch.tensor([1.0, 0.3], dtype=torch.float64)
+    target = mixture.tilted(a).weights
+
+    def model():
+        x0 = diffusion_chain("x", kernel, (2,))
+        pyro.factor("reward", x0 @ a)
+
+    n = 256
+    base = TwistedSMC(model, n, progress_bar=False).run()  # unweighted ancestral samples are base sampling
+    tv_base = total_variation(mixture.mode_weights(base.trajectories()["x_0"]), target)
+    for method in (FKSteering(model, n, progress_bar=False), TDS(model, n, progress_bar=False)):
+        tvs = [total_variation(mixture.mode_weights(method.run().get_samples()["x_0"]), target) for _ in range(3)]
+        mean_tv = sum(tvs) / len(tvs)
+        assert mean_tv < 0.5 * tv_base, (type(method).__name__, tvs, tv_base)
+        assert mean_tv < 0.15, (type(method).__name__, tvs)
