@@ -37,6 +37,8 @@ def _value_and_grad(log_psi, k, x):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         value = log_psi(k, x)
+        if not value.requires_grad:  # a twist constant in x
+            return value, torch.zeros_like(x)
         (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
     return value.detach(), torch.zeros_like(x) if grad is None else grad
 
@@ -217,8 +219,16 @@ class TwistedSMC:
             structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.resampler,
             self.ess_threshold, self.resampling_steps, self.progress_bar,
         )
-        with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1):
-            self.model(*args, **kwargs)
+        try:
+            with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1):
+                self.model(*args, **kwargs)
+        except ValueError as error:
+            if "inside plate('particles')" not in str(error):
+                raise
+            raise ValueError(
+                f"{error}. Inference runs the model for {self.num_particles} particles along a leading "
+                "dimension: declare each site's own dimensions as event dimensions with .to_event(...)"
+            ) from error
         engine.finish()
         if engine.num_reward_sites == 0:
             warnings.warn(
