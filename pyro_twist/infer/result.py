@@ -13,15 +13,20 @@ class SMCResult:
     (``k = num_steps, ..., 0``); ``ess_final``: after the reward.
     ``resampled``: whether each step resampled; ``ancestors``: the ancestor
     indices of each step (``None`` where it did not resample): the genealogy.
+    ``log_reward``: each final particle's reward (the factor and observed sites
+    after the chain). ``transitions``: per-step records, when asked for.
     """
 
-    def __init__(self, log_evidence, log_weights, ess, resampled, chain_sites, chain_values, ancestors, after_chain):
+    def __init__(self, log_evidence, log_weights, ess, resampled, chain_sites, chain_values, ancestors, after_chain,
+                 log_reward, transitions=None):
         self.log_evidence = log_evidence
         self.log_weights = log_weights
         self.ess = ess
         self.resampled = resampled
         self.chain_sites = chain_sites
         self.ancestors = ancestors
+        self.log_reward = log_reward
+        self.transitions = transitions
         self._chain_values = chain_values
         self._after_chain = after_chain
 

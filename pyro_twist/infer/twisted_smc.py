@@ -12,6 +12,7 @@ the last twist is divided out, so the weights target
 ``p(x_{0:K}) * exp(sum of factors)`` whatever the twist.
 """
 import warnings
+from collections import namedtuple
 
 import pyro
 import pyro.distributions as dist
@@ -43,8 +44,27 @@ def _value_and_grad(log_psi, k, x):
     return value.detach(), torch.zeros_like(x) if grad is None else grad
 
 
+TransitionRecord = namedtuple("TransitionRecord", ["step", "value", "base_mean", "base_variance", "proposal_mean"])
+TransitionRecord.__doc__ = """\
+One chain step of a run, aligned with the particles after that step's resampling:
+the new states ``x_k`` (``value``), and the mean and variance of the base transition
+and the proposal's mean that drew them. The moments are ``None`` for a step whose
+transition is not Gaussian (a deterministic or discrete step).
+"""
+
+
+def _transition_record(k, x, base, proposal, index):
+    if not _is_gaussian(base):
+        return TransitionRecord(k, x, None, None, None)
+    moments = [m.expand_as(x) for m in (base.mean, base.variance, proposal.mean)]
+    if index is not None:
+        moments = [m[index] for m in moments]
+    return TransitionRecord(k, x, *moments)
+
+
 class _TwistedSMCMessenger(Messenger):
-    def __init__(self, structure, num_particles, twist, resampler, ess_threshold, resampling_steps, progress_bar):
+    def __init__(self, structure, num_particles, twist, resampler, ess_threshold, resampling_steps, progress_bar,
+                 record_transitions):
         super().__init__()
         self.structure = structure
         self.num_particles = num_particles
@@ -64,6 +84,8 @@ class _TwistedSMCMessenger(Messenger):
         self.num_reward_sites = 0
         self.sites, self.values, self.ancestors, self.ess, self.resampled = [], [], [], [], []
         self.after_chain = {}
+        self.log_reward = torch.zeros(num_particles, dtype=torch.float64)
+        self.transitions = [] if record_transitions else None
 
     def _step_of(self, msg):
         if self.structure.steps is not None:
@@ -83,8 +105,11 @@ class _TwistedSMCMessenger(Messenger):
 
     def _pyro_post_sample(self, msg):
         if msg["is_observed"]:
-            self.log_w = self.log_w + observed_log_prob(msg, self.num_particles)
-            self.num_reward_sites += self.chain_ended
+            log_prob = observed_log_prob(msg, self.num_particles)
+            self.log_w = self.log_w + log_prob
+            if self.chain_ended:
+                self.num_reward_sites += 1
+                self.log_reward = self.log_reward + log_prob
         elif self.chain_ended and self._step_of(msg) is None:
             self.after_chain[msg["name"]] = msg["value"]
 
@@ -135,15 +160,18 @@ class _TwistedSMCMessenger(Messenger):
         check_log_weights(log_w, f"at chain site {name!r} (step k={k})")
         self.log_w = log_w
         self.ess.append(ess(log_w))
-        ancestors = None
+        ancestors = proposal_index = None
         allowed = self.resampling_steps is None or k in self.resampling_steps
         if allowed and self.ess[-1] < self.ess_threshold * self.num_particles:
             ancestors = self.resampler(log_w, self.num_particles)
             x = x[ancestors]
+            proposal_index = ancestors
             self._resampled(ancestors)
         self.resampled.append(ancestors is not None)
         self.sites.append(name)
         self.values.append(x)
+        if self.transitions is not None:
+            self.transitions.append(_transition_record(k, x, base, proposal, proposal_index))
         self.ancestors.append(ancestors)
         msg["value"] = x
         msg["done"] = True
@@ -184,10 +212,12 @@ class TwistedSMC:
     :param float ess_threshold: resample when ESS < ``ess_threshold * N`` (0: never, 1: always).
     :param resampling_steps: the steps ``k`` at which resampling may happen (default: all).
     :param bool progress_bar: show a progress bar over the chain's steps.
+    :param bool record_transitions: keep each step's base and proposal moments in
+        ``result.transitions`` (what twist learning fits to).
     """
 
     def __init__(self, model, num_particles, twist=None, resampling="systematic", ess_threshold=0.5,
-                 resampling_steps=None, progress_bar=True):
+                 resampling_steps=None, progress_bar=True, record_transitions=False):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if not 0 <= ess_threshold <= 1:
@@ -201,6 +231,7 @@ class TwistedSMC:
         self.ess_threshold = ess_threshold
         self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
         self.progress_bar = progress_bar
+        self.record_transitions = record_transitions
         self._structure = None
 
     def chain_structure(self, *args, **kwargs):
@@ -217,7 +248,7 @@ class TwistedSMC:
         structure = self.chain_structure(*args, **kwargs)
         engine = _TwistedSMCMessenger(
             structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.resampler,
-            self.ess_threshold, self.resampling_steps, self.progress_bar,
+            self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions,
         )
         try:
             with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1):
@@ -245,4 +276,6 @@ class TwistedSMC:
             chain_values=engine.values,
             ancestors=engine.ancestors,
             after_chain=engine.after_chain,
+            log_reward=engine.log_reward,
+            transitions=engine.transitions,
         )

@@ -1,4 +1,4 @@
-"""Per-step log-linear twists: ``log psi_k(x) = <w_k, x> + c_k``."""
+"""Per-step log-linear twists: ``log psi_k(x) = <w_k, x> + c_k``, and their weighted maximum-likelihood fit."""
 import torch
 from torch import nn
 
@@ -6,14 +6,17 @@ from torch import nn
 class LinearTwist(nn.Module):
     """A log-linear twist for each step ``k = 0, ..., num_steps``.
 
-    It contains the optimal twist of a linear-Gaussian chain with a linear
-    reward, and its twisted Gaussian kernel is exact (the gradient is constant).
+    On a Gaussian step the twisted proposal is ``N(mu + v * w_k, v)``: the family
+    contains the optimal twist of a linear-Gaussian chain with a linear reward, and
+    its twisted kernel is exact.
 
     :param int num_steps: the chain's number of transitions.
     :param tuple event_shape: shape of one state.
+    :param float smoothing: bandwidth, in steps, of the Gaussian kernel that
+        smooths each fitted update of ``w_k`` along ``k`` (0: no smoothing).
     """
 
-    def __init__(self, num_steps, event_shape, weight=None, bias=None):
+    def __init__(self, num_steps, event_shape, weight=None, bias=None, smoothing=0.0):
         super().__init__()
         shape = (num_steps + 1,) + tuple(event_shape)
         self.weight = nn.Parameter(torch.zeros(shape) if weight is None else torch.as_tensor(weight).clone())
@@ -24,6 +27,66 @@ class LinearTwist(nn.Module):
                 f"got {tuple(self.weight.shape)} and {tuple(self.bias.shape)}"
             )
         self.event_dim = len(event_shape)
+        self.smoothing = smoothing
 
     def log_psi(self, k, x):
         return (x * self.weight[k]).flatten(-self.event_dim).sum(-1) + self.bias[k]
+
+    @torch.no_grad()
+    def fit(self, transitions, log_weights, log_reward):
+        """Weighted maximum likelihood of the recorded paths under the twisted family.
+
+        On a Gaussian step, the likelihood of ``x_k ~ N(mu + v * w_k, v)`` is maximised
+        by ``w_k = sum_i W_i (x_i - mu_i) / sum_i W_i v_i``. Writing ``x_i - mu_i`` as the
+        current shift plus the proposal's noise ``x_i - m_i``, whose mean under the
+        proposal is known to be zero, the noise enters as ``sum_i (W_i - 1/N)(x_i - m_i)``:
+        the unweighted mean is a control variate, and the update vanishes when the
+        weights are uniform. Updates are then smoothed along ``k``. A deterministic
+        step has no proposal to fit: its ``w_k, c_k`` regress the next potential (the
+        reward at ``k = 0``) on ``x_k``, by weighted least squares.
+
+        :param transitions: ``TransitionRecord`` per step, from ``TwistedSMC(record_transitions=True)``.
+        :param log_weights: ``(N,)`` log-weights of the paths (the trust-region's tempered weights).
+        :param log_reward: ``(N,)`` reward of each path.
+        """
+        W = torch.softmax(log_weights, 0)
+        N = W.shape[0]
+        dtype = self.weight.dtype
+        update = torch.zeros_like(self.weight)
+        fitted = torch.zeros(self.weight.shape[0], dtype=torch.bool)
+        for record in transitions:
+            if record.base_mean is None:
+                continue
+            weights = W.to(record.value.dtype).reshape((N,) + (1,) * self.event_dim)
+            noise = record.value - record.proposal_mean
+            numerator = ((weights - 1.0 / N) * noise).sum(0)
+            denominator = (weights * record.base_variance).sum(0)
+            update[record.step] = (numerator / denominator).to(dtype)
+            fitted[record.step] = True
+        self.weight += self._smooth(update, fitted)
+        for record in transitions:
+            if record.base_mean is None:
+                target = log_reward if record.step == 0 else self._next_potential(transitions, record.step)
+                self._regress(record.step, record.value, target, W)
+
+    def _smooth(self, update, fitted):
+        if self.smoothing <= 0:
+            return update
+        steps = torch.arange(update.shape[0], dtype=update.dtype)
+        kernel = torch.exp(-0.5 * ((steps[:, None] - steps[None, :]) / self.smoothing) ** 2) * fitted.to(update.dtype)
+        kernel = kernel / kernel.sum(1, keepdim=True).clamp(min=1e-30)
+        smoothed = torch.tensordot(kernel, update, dims=1)
+        return torch.where(fitted.reshape((-1,) + (1,) * self.event_dim), smoothed, update)
+
+    def _next_potential(self, transitions, k):
+        following = next(r for r in transitions if r.step == k - 1)
+        return self.log_psi(k - 1, following.value)
+
+    def _regress(self, k, x, target, W):
+        features = x.flatten(1).to(torch.float64)
+        design = torch.cat([features, torch.ones_like(features[:, :1])], 1)
+        gram = design.T @ (W[:, None] * design)
+        ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+        solution = torch.linalg.solve(gram + ridge, design.T @ (W * target.to(torch.float64)))
+        self.weight[k] = solution[:-1].reshape(self.weight.shape[1:]).to(self.weight.dtype)
+        self.bias[k] = solution[-1].to(self.bias.dtype)

@@ -1,0 +1,112 @@
+"""TRI-TSMC: twisted SMC whose twist is learned by trust-region iterations.
+
+Each iteration runs sequential importance sampling with the current twist (so the
+N paths are i.i.d. draws of the twisted path law ``Q_j``), solves the trust-region
+dual on their path log-weights for ``tau``, tempers the weights to ``R^tau`` (the
+escort law ``Q_j^(1 - tau) pi^tau``, the closest law to the target within
+``KL <= kl_budget`` of ``Q_j``), and projects it back on the twist family by
+weighted maximum likelihood of the paths. The answer is a twisted SMC run with
+the learned twist.
+"""
+import time
+from collections import namedtuple
+
+import torch
+from tqdm.auto import tqdm
+
+from ..smc.trust_region import trust_region_step
+from ..twists.linear import LinearTwist
+from .twisted_smc import TwistedSMC
+
+IterationStats = namedtuple(
+    "IterationStats",
+    ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds"],
+)
+IterationStats.__doc__ = """\
+One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step;
+``ess`` of the run's path weights and ``ess_per_step``; the run's ``log_evidence``;
+``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (per particle
+and step); and wall-clock ``seconds``.
+"""
+
+
+def default_twist(structure, transitions):
+    """A per-step log-linear twist for the chain's state shape and dtype."""
+    value = transitions[0].value
+    twist = LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0)
+    return twist.to(value.dtype)
+
+
+class TRITSMC:
+    """Trust-region iterative twisted SMC.
+
+    :param model: a Pyro model with a chain and reward sites (see :class:`TwistedSMC`).
+    :param twist: a twist with ``log_psi(k, x)`` and ``fit(transitions, log_weights,
+        log_reward)``, or ``None`` for a per-step log-linear twist, started at zero
+        (plain ancestral proposals) and built on the first iteration.
+    :param int num_particles: particles per iteration and in the final run.
+    :param int num_iterations: trust-region iterations before the final run.
+    :param float kl_budget: ``eps``, the KL allowed between successive path laws.
+    :param resampling, ess_threshold: resampling of the final run (learning runs never resample).
+    :param bool progress_bar: show a progress bar over iterations.
+    """
+
+    def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
+                 resampling="systematic", ess_threshold=0.5, progress_bar=True):
+        if int(num_iterations) != num_iterations or num_iterations < 0:
+            raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
+        if not kl_budget > 0:
+            raise ValueError(f"kl_budget must be positive, got {kl_budget!r}")
+        if twist is not None and not callable(getattr(twist, "fit", None)):
+            raise TypeError(
+                "TRITSMC learns its twist: the twist needs fit(transitions, log_weights, log_reward) "
+                "besides log_psi(k, x); use TwistedSMC to run a fixed twist"
+            )
+        self.model = model
+        self.twist = twist
+        self.num_particles = num_particles
+        self.num_iterations = int(num_iterations)
+        self.kl_budget = kl_budget
+        self.progress_bar = progress_bar
+        self.final = TwistedSMC(model, num_particles, twist=twist, resampling=resampling,
+                                ess_threshold=ess_threshold, progress_bar=False)
+        self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, progress_bar=False,
+                                  record_transitions=True)
+        self.history = []
+
+    def _evaluations(self, structure):
+        kernel = structure.kernel
+        return getattr(kernel, "num_evaluations", None)
+
+    def step(self, *args, **kwargs):
+        """One trust-region iteration; returns its :class:`IterationStats`."""
+        structure = self.learner.chain_structure(*args, **kwargs)
+        start, evaluations = time.perf_counter(), self._evaluations(structure)
+        self.learner.twist = self.twist
+        result = self.learner.run(*args, **kwargs)
+        trust_region = trust_region_step(result.log_weights, self.kl_budget)
+        if self.twist is None:
+            self.twist = default_twist(structure, result.transitions)
+        self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
+        used = self._evaluations(structure)
+        stats = IterationStats(
+            tau=trust_region.tau,
+            kl=trust_region.kl,
+            ess=result.ess_final.item(),
+            ess_per_step=result.ess,
+            log_evidence=result.log_evidence.item(),
+            mean_reward=result.log_reward.mean().item(),
+            denoiser_evaluations=(self.num_particles * structure.num_steps if used is None else used - evaluations),
+            seconds=time.perf_counter() - start,
+        )
+        self.history.append(stats)
+        return stats
+
+    def run(self, *args, **kwargs):
+        """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`."""
+        iterations = tqdm(range(self.num_iterations), disable=not self.progress_bar, desc="TRI-TSMC")
+        for _ in iterations:
+            stats = self.step(*args, **kwargs)
+            iterations.set_postfix(tau=f"{stats.tau:.3f}", ess=f"{stats.ess:.0f}", log_Z=f"{stats.log_evidence:.3f}")
+        self.final.twist = self.twist
+        return self.final.run(*args, **kwargs)
