@@ -41,7 +41,10 @@ class LinearTwist(nn.Module):
         current shift plus the proposal's noise ``x_i - m_i``, whose mean under the
         proposal is known to be zero, the noise enters as ``sum_i (W_i - 1/N)(x_i - m_i)``:
         the unweighted mean is a control variate, and the update vanishes when the
-        weights are uniform. Updates are then smoothed along ``k``. A deterministic
+        weights are uniform. With ``smoothing``, numerator and information
+        ``sum_i W_i v_i`` are pooled over neighbouring steps by a Gaussian kernel (a
+        local likelihood: steps of small variance, whose own estimate is noisy, borrow
+        from their neighbours). A deterministic
         step has no proposal to fit: its ``w_k, c_k`` regress the next potential (the
         reward at ``k = 0``) on ``x_k``, by weighted least squares.
 
@@ -51,32 +54,30 @@ class LinearTwist(nn.Module):
         """
         W = torch.softmax(log_weights, 0)
         N = W.shape[0]
-        dtype = self.weight.dtype
-        update = torch.zeros_like(self.weight)
-        fitted = torch.zeros(self.weight.shape[0], dtype=torch.bool)
+        numerator = torch.zeros_like(self.weight)
+        information = torch.zeros_like(self.weight)
         for record in transitions:
             if record.base_mean is None:
                 continue
             weights = W.to(record.value.dtype).reshape((N,) + (1,) * self.event_dim)
             noise = record.value - record.proposal_mean
-            numerator = ((weights - 1.0 / N) * noise).sum(0)
-            denominator = (weights * record.base_variance).sum(0)
-            update[record.step] = (numerator / denominator).to(dtype)
-            fitted[record.step] = True
-        self.weight += self._smooth(update, fitted)
+            numerator[record.step] = ((weights - 1.0 / N) * noise).sum(0).to(self.weight.dtype)
+            information[record.step] = (weights * record.base_variance).sum(0).to(self.weight.dtype)
+        fitted = (information > 0).flatten(1).any(1)
+        numerator, information = self._smooth(numerator), self._smooth(information)
+        update = numerator / information.clamp(min=torch.finfo(information.dtype).tiny)
+        self.weight += torch.where(fitted.reshape((-1,) + (1,) * self.event_dim), update, torch.zeros_like(update))
         for record in transitions:
             if record.base_mean is None:
                 target = log_reward if record.step == 0 else self._next_potential(transitions, record.step)
                 self._regress(record.step, record.value, target, W)
 
-    def _smooth(self, update, fitted):
+    def _smooth(self, per_step):
         if self.smoothing <= 0:
-            return update
-        steps = torch.arange(update.shape[0], dtype=update.dtype)
-        kernel = torch.exp(-0.5 * ((steps[:, None] - steps[None, :]) / self.smoothing) ** 2) * fitted.to(update.dtype)
-        kernel = kernel / kernel.sum(1, keepdim=True).clamp(min=1e-30)
-        smoothed = torch.tensordot(kernel, update, dims=1)
-        return torch.where(fitted.reshape((-1,) + (1,) * self.event_dim), smoothed, update)
+            return per_step
+        steps = torch.arange(per_step.shape[0], dtype=per_step.dtype)
+        kernel = torch.exp(-0.5 * ((steps[:, None] - steps[None, :]) / self.smoothing) ** 2)
+        return torch.tensordot(kernel, per_step, dims=1)
 
     def _next_potential(self, transitions, k):
         following = next(r for r in transitions if r.step == k - 1)
