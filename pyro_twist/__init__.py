@@ -1,10 +1,10 @@
 """Inference-time steering of diffusion models in Pyro: twisted SMC over a model's denoising chain."""
 from .chains import (DenoisingKernel, DiffusersKernel, GaussianMixture, GaussianMixtureKernel, LinearGaussianKernel,
                      diffusion_chain, markov_chain)
-from .infer import TDS, BestOfN, FKSteering, ImportanceSampling, SMCResult, TwistedSMC
+from .infer import TDS, TRITSMC, BestOfN, FKSteering, ImportanceSampling, SMCResult, TwistedSMC
 from .twists import LinearTwist, LookaheadTwist
 
 __version__ = "0.1.0"
 __all__ = ["BestOfN", "DenoisingKernel", "DiffusersKernel", "FKSteering", "GaussianMixture", "GaussianMixtureKernel",
-           "ImportanceSampling", "LinearGaussianKernel", "LinearTwist", "LookaheadTwist", "SMCResult", "TDS",
+           "ImportanceSampling", "LinearGaussianKernel", "LinearTwist", "LookaheadTwist", "SMCResult", "TDS", "TRITSMC",
            "TwistedSMC", "diffusion_chain", "markov_chain"]
