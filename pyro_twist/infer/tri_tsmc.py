@@ -15,7 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..smc.trust_region import trust_region_step
+from ..chains.denoising import DenoisingKernel
 from ..twists.linear import LinearTwist
+from ..twists.neural import NeuralTwist
 from .twisted_smc import TwistedSMC
 
 IterationStats = namedtuple(
@@ -31,10 +33,12 @@ and step); and wall-clock ``seconds``.
 
 
 def default_twist(structure, transitions):
-    """A per-step log-linear twist for the chain's state shape and dtype."""
+    """The twist family for the chain's kernel: a neural twist for denoising (diffusion)
+    kernels, a per-step log-linear twist otherwise (exact for linear-Gaussian chains)."""
     value = transitions[0].value
-    twist = LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0)
-    return twist.to(value.dtype)
+    if isinstance(structure.kernel, DenoisingKernel):
+        return NeuralTwist(structure.num_steps, value.shape[1:])
+    return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
 
 
 class TRITSMC:
@@ -42,8 +46,8 @@ class TRITSMC:
 
     :param model: a Pyro model with a chain and reward sites (see :class:`TwistedSMC`).
     :param twist: a twist with ``log_psi(k, x)`` and ``fit(transitions, log_weights,
-        log_reward)``, or ``None`` for a per-step log-linear twist, started at zero
-        (plain ancestral proposals) and built on the first iteration.
+        log_reward)``, or ``None`` for the kernel's default family (see ``default_twist``),
+        built after a first iteration of plain ancestral proposals.
     :param int num_particles: particles per iteration and in the final run.
     :param int num_iterations: trust-region iterations before the final run.
     :param float kl_budget: ``eps``, the KL allowed between successive path laws.

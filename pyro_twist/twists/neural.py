@@ -1,0 +1,91 @@
+"""A neural twist family: ``log psi_k(x) = f_phi(x, k)``, fit by weighted maximum likelihood with gradient steps."""
+import math
+
+import torch
+from torch import nn
+
+
+def _time_features(k, num_steps, num_frequencies):
+    t = k.to(torch.get_default_dtype()) / max(num_steps, 1)
+    frequencies = math.pi * torch.arange(1, num_frequencies + 1, dtype=t.dtype)
+    return torch.cat([t[:, None], torch.sin(t[:, None] * frequencies), torch.cos(t[:, None] * frequencies)], -1)
+
+
+class NeuralTwist(nn.Module):
+    """A small network of the state ``x_k`` and the step ``k``.
+
+    Its proposals shift the base mean by variance times ``grad_x log psi_k`` at that
+    mean, so it needs no gradient of the reward: the network's own gradient steers.
+
+    :param int num_steps: the chain's number of transitions.
+    :param tuple event_shape: shape of one state.
+    :param int hidden: width of the hidden layers. :param int num_layers: hidden layers.
+    :param optim: ``optim(parameters)`` gives the optimiser of the fit (default Adam, lr 1e-2).
+    :param int num_fit_steps: optimiser steps per fit.
+    """
+
+    def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=50,
+                 num_frequencies=4):
+        super().__init__()
+        self.num_steps = num_steps
+        self.event_shape = tuple(event_shape)
+        self.num_frequencies = num_frequencies
+        width = math.prod(self.event_shape) + 1 + 2 * num_frequencies
+        layers = []
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        nn.init.zeros_(layers[-1].weight)  # start at psi = 1: the base chain
+        nn.init.zeros_(layers[-1].bias)
+        self.optim = optim or (lambda parameters: torch.optim.Adam(parameters, lr=1e-2))
+        self.num_fit_steps = num_fit_steps
+
+    def _rows(self, steps, x):
+        features = torch.cat([x.flatten(1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)], -1)
+        return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1).to(x.dtype)
+
+    def log_psi(self, k, x):
+        return self._rows(torch.full(x.shape[:1], k), x)
+
+    def _gradient(self, steps, x):
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self._rows(steps, x).sum(), x, create_graph=True)
+        return grad
+
+    def fit(self, transitions, log_weights, log_reward):
+        """Weighted maximum likelihood of the recorded paths, with the proposal noise as control variate.
+
+        For a Gaussian step with base ``N(mu, v)``, old proposal mean ``m`` and new
+        mean ``m_phi = mu + v grad log psi_phi(k, mu)``, the weighted log-likelihood is,
+        up to a constant, ``sum_i W_i [(x_i - m_i) d_i / v_i - d_i^2 / (2 v_i)]`` with
+        ``d = m_phi - m``. The noise ``x_i - m_i`` has mean zero under the proposal, so its
+        term takes ``W_i - 1/N`` in place of ``W_i``. A deterministic last step has no
+        proposal: there ``log psi_0`` regresses the reward by weighted least squares.
+        """
+        W = torch.softmax(log_weights, 0).to(torch.get_default_dtype())
+        N = W.shape[0]
+        gaussian = [r for r in transitions if r.base_mean is not None]
+        deterministic = [r for r in transitions if r.base_mean is None]
+        if any(r.step != 0 for r in deterministic):
+            raise ValueError("NeuralTwist fits deterministic steps only at k = 0 (the last step)")
+        steps = torch.cat([torch.full((N,), r.step) for r in gaussian])
+        dims = (slice(None),) + (None,) * len(self.event_shape)
+        stack = lambda field: torch.cat([getattr(r, field) for r in gaussian]).detach().to(W.dtype)  # noqa: E731
+        mu, variance, old_mean, value = stack("base_mean"), stack("base_variance"), stack("proposal_mean"), stack("value")
+        noise_weight = (W - 1.0 / N).repeat(len(gaussian))[dims]
+        path_weight = W.repeat(len(gaussian))[dims]
+        noise = value - old_mean
+        optimizer = self.optim(self.parameters())
+        for _ in range(self.num_fit_steps):
+            optimizer.zero_grad()
+            d = mu + variance * self._gradient(steps, mu) - old_mean
+            log_lik = (noise_weight * noise * d / variance - path_weight * d**2 / (2 * variance)).sum()
+            loss = -log_lik / len(gaussian)
+            for record in deterministic:
+                residual = self.log_psi(0, record.value.detach().to(W.dtype)) - log_reward.to(W.dtype)
+                residual = residual - (W * residual).sum()
+                loss = loss + (W * residual**2).sum()
+            loss.backward()
+            optimizer.step()
