@@ -206,7 +206,8 @@ class TwistedSMC:
         for ``k = num_steps, ..., 0``. Gaussian sites are proposed from the base
         Normal with its mean shifted by variance times ``grad log_psi(k, .)`` at that
         mean (exact for twists linear in ``x``); a twist may instead define
-        ``propose(k, base)`` or set ``proposal`` to ``"bootstrap"`` or ``"gradient_at_state"``.
+        ``propose(k, base)`` or set ``proposal`` to ``"bootstrap"`` or ``"gradient_at_state"``;
+        a twist with ``bind(*args, **kwargs)`` is bound to each run's arguments.
     :param resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``,
         or a callable ``(log_w, num_samples) -> ancestors``.
     :param float ess_threshold: resample when ESS < ``ess_threshold * N`` (0: never, 1: always).
@@ -241,6 +242,8 @@ class TwistedSMC:
         return self._structure
 
     def _twist_for_run(self, structure, args, kwargs):
+        if hasattr(self.twist, "bind"):  # a twist that takes the run's arguments as input
+            self.twist.bind(*args, **kwargs)
         return self.twist
 
     def run(self, *args, **kwargs):

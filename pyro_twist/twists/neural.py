@@ -22,15 +22,23 @@ class NeuralTwist(nn.Module):
     :param int hidden: width of the hidden layers. :param int num_layers: hidden layers.
     :param optim: ``optim(parameters)`` gives the optimiser of the fit (default Adam, lr 1e-2).
     :param int num_fit_steps: optimiser steps per fit.
+    :param context: optional ``context(*args, **kwargs) -> tensor of shape (context_dim,)``:
+        inputs taken from the model's ``run()`` arguments (a target label, say), so that
+        one learned twist serves several of them (amortised use).
+    :param int context_dim: size of the context.
     """
 
     def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=50,
-                 num_frequencies=4):
+                 num_frequencies=4, context=None, context_dim=0):
         super().__init__()
+        if (context is None) != (context_dim == 0):
+            raise ValueError("NeuralTwist: pass both context and context_dim, or neither")
+        self.context, self.context_dim = context, context_dim
+        self._context_value = None
         self.num_steps = num_steps
         self.event_shape = tuple(event_shape)
         self.num_frequencies = num_frequencies
-        width = math.prod(self.event_shape) + 1 + 2 * num_frequencies
+        width = math.prod(self.event_shape) + 1 + 2 * num_frequencies + context_dim
         layers = []
         for _ in range(num_layers):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
@@ -42,8 +50,21 @@ class NeuralTwist(nn.Module):
         self.optim = optim or (lambda parameters: torch.optim.Adam(parameters, lr=1e-2))
         self.num_fit_steps = num_fit_steps
 
+    def bind(self, *args, **kwargs):
+        """Take the context from the arguments of the run about to start."""
+        if self.context is not None:
+            value = torch.as_tensor(self.context(*args, **kwargs)).detach()
+            if value.shape != (self.context_dim,):
+                raise ValueError(f"NeuralTwist: context gave shape {tuple(value.shape)}, expected ({self.context_dim},)")
+            self._context_value = value
+
     def _rows(self, steps, x):
-        features = torch.cat([x.flatten(1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)], -1)
+        parts = [x.flatten(1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
+        if self.context is not None:
+            if self._context_value is None:
+                raise ValueError("NeuralTwist has a context but no run bound it: call bind(*args, **kwargs)")
+            parts.append(self._context_value.to(x.dtype).expand(x.shape[0], self.context_dim))
+        features = torch.cat(parts, -1)
         return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1).to(x.dtype)
 
     def log_psi(self, k, x):
