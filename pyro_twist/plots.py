@@ -1,5 +1,6 @@
-"""Plots of steering results: effective sample size per step, 2-D samples, image grids."""
+"""Plots of steering results: ESS per step, TRI-TSMC iterations, 2-D samples, image grids."""
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,3 +49,30 @@ def plot_image_grid(images, ax=None, ncols=8, title=None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_history(history, axes=None):
+    """TRI-TSMC iterations: ESS/N per step of each iteration, ``tau`` and realised KL,
+    and ``log Z_hat`` with a one-sd band ``sqrt((N / ESS - 1) / N)`` (delta method)."""
+    if axes is None:
+        axes = plt.subplots(1, 3, figsize=(15, 4))[1]
+    ess_ax, step_ax, evidence_ax = axes
+    colors = plt.cm.viridis([i / max(len(history) - 1, 1) for i in range(len(history))])
+    for i, (stats, color) in enumerate(zip(history, colors)):
+        n = stats.ess_per_step[0].item()  # no weight yet at the first step: ESS = N
+        steps = list(range(len(stats.ess_per_step) - 1, -1, -1))
+        ess_ax.plot(steps, (stats.ess_per_step / n).numpy(), color=color, label=f"iteration {i}")
+    ess_ax.set_xlim(len(history[0].ess_per_step) - 1, 0)
+    ess_ax.set(xlabel="steps to go k", ylabel="ESS / N", title="ESS per step", ylim=(0, 1.05))
+    ess_ax.legend(fontsize="small")
+    iterations = list(range(len(history)))
+    step_ax.plot(iterations, [s.tau for s in history], "o-", label="tau")
+    step_ax.plot(iterations, [s.kl for s in history], "s--", label="realised KL")
+    step_ax.set(xlabel="iteration", title="trust-region step")
+    step_ax.legend()
+    n = history[0].ess_per_step[0].item()
+    log_z = torch.tensor([s.log_evidence for s in history])
+    spread = torch.tensor([((n / s.ess - 1) / n) ** 0.5 for s in history])
+    evidence_ax.errorbar(iterations, log_z.numpy(), yerr=spread.numpy(), fmt="o-", capsize=3)
+    evidence_ax.set(xlabel="iteration", ylabel="log Z_hat", title="evidence")
+    return axes
