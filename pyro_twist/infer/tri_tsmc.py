@@ -48,7 +48,9 @@ class TRITSMC:
     :param twist: a twist with ``log_psi(k, x)`` and ``fit(transitions, log_weights,
         log_reward)``, or ``None`` for the kernel's default family (see ``default_twist``),
         built after a first iteration of plain ancestral proposals.
-    :param int num_particles: particles per iteration and in the final run.
+    :param int num_particles: particles per learning iteration.
+    :param int final_num_particles: particles of the final run (default ``num_particles``):
+        a twist learned on few particles serves a larger final run.
     :param int num_iterations: trust-region iterations before the final run.
     :param float kl_budget: ``eps``, the KL allowed between successive path laws.
     :param resampling, ess_threshold: resampling of the final run (learning runs never resample).
@@ -56,7 +58,7 @@ class TRITSMC:
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
-                 resampling="systematic", ess_threshold=0.5, progress_bar=True):
+                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, progress_bar=True):
         if int(num_iterations) != num_iterations or num_iterations < 0:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
@@ -72,7 +74,7 @@ class TRITSMC:
         self.num_iterations = int(num_iterations)
         self.kl_budget = kl_budget
         self.progress_bar = progress_bar
-        self.final = TwistedSMC(model, num_particles, twist=twist, resampling=resampling,
+        self.final = TwistedSMC(model, final_num_particles or num_particles, twist=twist, resampling=resampling,
                                 ess_threshold=ess_threshold, progress_bar=False)
         self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, progress_bar=False,
                                   record_transitions=True)
