@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ..twists.lookahead import LookaheadTwist
+from ..twists.lookahead import LookaheadTwist, check_potential
 from .lookahead import LookaheadReward
 from .twisted_smc import TwistedSMC
 
@@ -77,8 +77,7 @@ class FKSteering(_LookaheadSMC):
                  resampling_steps=None, progress_bar=True):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
                          resampling_steps=resampling_steps, progress_bar=progress_bar)
-        LookaheadTwist(None, None, potential=potential)  # validates the name
-        self.potential = potential
+        self.potential = check_potential(potential)
 
 
 class TDS(_LookaheadSMC):

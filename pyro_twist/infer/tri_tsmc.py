@@ -27,8 +27,9 @@ IterationStats = namedtuple(
 IterationStats.__doc__ = """\
 One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step;
 ``ess`` of the run's path weights and ``ess_per_step``; the run's ``log_evidence``;
-``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (per particle
-and step); and wall-clock ``seconds``.
+``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (the kernel's
+own count, or one per particle and transition for kernels that keep none); and
+wall-clock ``seconds``.
 """
 
 

@@ -4,6 +4,12 @@ import torch
 POTENTIALS = ("diff", "max", "sum")
 
 
+def check_potential(potential):
+    if potential not in POTENTIALS:
+        raise ValueError(f"unknown potential {potential!r}: use one of {POTENTIALS}")
+    return potential
+
+
 class LookaheadTwist:
     """``log psi_k(x) = log_reward(predict_x0(k, x))``, optionally accumulated along the path.
 
@@ -21,10 +27,8 @@ class LookaheadTwist:
     """
 
     def __init__(self, predict_x0, log_reward, potential="diff", proposal="bootstrap"):
-        if potential not in POTENTIALS:
-            raise ValueError(f"unknown potential {potential!r}: use one of {POTENTIALS}")
         self.predict_x0, self.log_reward = predict_x0, log_reward
-        self.potential, self.proposal = potential, proposal
+        self.potential, self.proposal = check_potential(potential), proposal
 
     def log_psi(self, k, x):
         return self.log_reward(self.predict_x0(k, x))
