@@ -6,7 +6,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_twist import TDS, FKSteering, TwistedSMC, diffusion_chain
+from pyro_twist import TDS, BestOfN, FKSteering, ImportanceSampling, TwistedSMC, diffusion_chain
 from pyro_twist.smc import RESAMPLERS
 
 from .conftest import REWARD, lg_model_a, lg_model_b
@@ -99,3 +99,19 @@ def test_genealogy_gives_consistent_paths(lg_kernel):
     ])
     assert residuals.abs().max() < 6
     assert abs(residuals.std().item() - 1) < 0.1
+
+
+def test_best_of_n_and_importance_sampling(lg_kernel):
+    a = REWARD
+    model = lg_model_a(lg_kernel, a)
+    pyro.set_rng_seed(3)
+    plain = ImportanceSampling(model, 64, progress_bar=False).run()
+    assert not plain.resampled.any()
+    # Without resampling or twist the final log-weights are the rewards of ancestral samples.
+    assert torch.allclose(plain.log_weights, plain.trajectories()["x_0"] @ a)
+    pyro.set_rng_seed(3)
+    best = BestOfN(model, 64, progress_bar=False).run()
+    samples = best.get_samples(5)["x_0"]
+    top = plain.trajectories()["x_0"][plain.log_weights.argmax()]
+    assert torch.equal(samples, top.expand(5, -1))
+    assert best.log_evidence.item() == plain.log_evidence.item()
