@@ -88,3 +88,20 @@ def test_neural_twist_bound_to_run_arguments_saves_and_loads():
     assert not torch.allclose(loaded.log_psi(25, x), twist.log_psi(25, x))
     with pytest.raises(ValueError, match="context gave shape \\(3,\\), expected \\(2,\\)"):
         loaded.bind(torch.zeros(3))
+
+
+def test_optim_configures_the_default_neural_family():
+    kernel = GaussianMixtureKernel(GaussianMixture.ring(), num_steps=20)
+
+    def model():
+        x0 = diffusion_chain("x", kernel, (2,))
+        pyro.factor("reward", x0 @ DIRECTION)
+
+    frozen = TRITSMC(model, num_particles=64, num_iterations=2, progress_bar=False,
+                     optim=lambda parameters: torch.optim.SGD(parameters, lr=0.0))
+    frozen.run()
+    assert isinstance(frozen.twist, NeuralTwist)
+    x = torch.randn(5, 2)
+    assert torch.equal(frozen.twist.log_psi(10, x), torch.zeros(5))  # never moved from its zero start
+    with pytest.raises(ValueError, match="pass it to your twist's constructor"):
+        TRITSMC(model, twist=NeuralTwist(20, (2,)), optim=torch.optim.Adam)

@@ -33,12 +33,13 @@ wall-clock ``seconds``.
 """
 
 
-def default_twist(structure, transitions):
+def default_twist(structure, transitions, optim=None):
     """The twist family for the chain's kernel: a neural twist for denoising (diffusion)
-    kernels, a per-step log-linear twist otherwise (exact for linear-Gaussian chains)."""
+    kernels, a per-step log-linear twist otherwise (exact for linear-Gaussian chains,
+    fit in closed form, so ``optim`` is not used)."""
     value = transitions[0].value
     if isinstance(structure.kernel, DenoisingKernel):
-        return NeuralTwist(structure.num_steps, value.shape[1:])
+        return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
     return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
 
 
@@ -55,11 +56,13 @@ class TRITSMC:
     :param int num_iterations: trust-region iterations before the final run.
     :param float kl_budget: ``eps``, the KL allowed between successive path laws.
     :param resampling, ess_threshold: resampling of the final run (learning runs never resample).
+    :param optim: ``optim(parameters)``, the optimiser of a default family fit by gradient
+        steps (the neural twist); a twist passed in brings its own.
     :param bool progress_bar: show a progress bar over iterations.
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
-                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, progress_bar=True):
+                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, optim=None, progress_bar=True):
         if int(num_iterations) != num_iterations or num_iterations < 0:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
@@ -69,8 +72,11 @@ class TRITSMC:
                 "TRITSMC learns its twist: the twist needs fit(transitions, log_weights, log_reward) "
                 "besides log_psi(k, x); use TwistedSMC to run a fixed twist"
             )
+        if twist is not None and optim is not None:
+            raise ValueError("optim configures the default twist family: pass it to your twist's constructor instead")
         self.model = model
         self.twist = twist
+        self.optim = optim
         self.num_particles = num_particles
         self.num_iterations = int(num_iterations)
         self.kl_budget = kl_budget
@@ -93,7 +99,7 @@ class TRITSMC:
         result = self.learner.run(*args, **kwargs)
         trust_region = trust_region_step(result.log_weights, self.kl_budget)
         if self.twist is None:
-            self.twist = default_twist(structure, result.transitions)
+            self.twist = default_twist(structure, result.transitions, self.optim)
         self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
         used = self._evaluations(structure)
         stats = IterationStats(
