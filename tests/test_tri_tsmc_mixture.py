@@ -105,3 +105,29 @@ def test_optim_configures_the_default_neural_family():
     assert torch.equal(frozen.twist.log_psi(10, x), torch.zeros(5))  # never moved from its zero start
     with pytest.raises(ValueError, match="pass it to your twist's constructor"):
         TRITSMC(model, twist=NeuralTwist(20, (2,)), optim=torch.optim.Adam)
+
+
+def test_amortised_twist_serves_several_run_arguments():
+    """One neural twist learned for two reward directions (a run() argument), alternating,
+    with each fit replaying the other direction's latest paths; then reused without learning."""
+    kernel = GaussianMixtureKernel(GaussianMixture.ring(), num_steps=50)
+
+    def model(direction):
+        x0 = diffusion_chain("x", kernel, (2,))
+        pyro.factor("reward", x0 @ direction)
+
+    directions = [DIRECTION, torch.tensor([-0.4, 1.0], dtype=torch.float64)]
+    pyro.set_rng_seed(SEED)
+    twist = NeuralTwist(50, (2,), context=lambda direction: direction, context_dim=2, replay=2)
+    tri = TRITSMC(model, twist=twist, num_particles=256, progress_bar=False)
+    for _ in range(6):
+        for direction in directions:
+            tri.step(direction)
+
+    def median_ess(reused, direction):
+        runs = [TwistedSMC(model, 256, twist=reused, ess_threshold=0.0, progress_bar=False).run(direction)
+                for _ in range(5)]
+        return torch.stack([r.ess_final for r in runs]).median().item()
+
+    for direction in directions:
+        assert median_ess(twist, direction) > max(2 * median_ess(None, direction), 0.6 * 256), direction

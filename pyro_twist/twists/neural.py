@@ -1,8 +1,12 @@
 """A neural twist family: ``log psi_k(x) = f_phi(x, k)``, fit by weighted maximum likelihood with gradient steps."""
 import math
+from collections import deque, namedtuple
 
 import torch
 from torch import nn
+
+_FitData = namedtuple("_FitData", ["steps", "mu", "variance", "old_mean", "noise", "noise_weight", "path_weight",
+                                   "num_gaussian", "weights", "final_values", "log_reward", "context"])
 
 
 def _time_features(k, num_steps, num_frequencies):
@@ -26,15 +30,17 @@ class NeuralTwist(nn.Module):
         inputs taken from the model's ``run()`` arguments (a target label, say), so that
         one learned twist serves several of them (amortised use).
     :param int context_dim: size of the context.
+    :param int replay: how many of the latest fits' paths each fit trains on (1: only its own).
     """
 
     def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=50,
-                 num_frequencies=4, context=None, context_dim=0):
+                 num_frequencies=4, context=None, context_dim=0, replay=1):
         super().__init__()
         if (context is None) != (context_dim == 0):
             raise ValueError("NeuralTwist: pass both context and context_dim, or neither")
         self.context, self.context_dim = context, context_dim
         self._context_value = None
+        self._replay = deque(maxlen=replay)
         self.num_steps = num_steps
         self.event_shape = tuple(event_shape)
         self.num_frequencies = num_frequencies
@@ -58,22 +64,17 @@ class NeuralTwist(nn.Module):
                 raise ValueError(f"NeuralTwist: context gave shape {tuple(value.shape)}, expected ({self.context_dim},)")
             self._context_value = value
 
-    def _rows(self, steps, x):
+    def _rows(self, steps, x, context):
         parts = [x.flatten(1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
         if self.context is not None:
-            if self._context_value is None:
+            if context is None:
                 raise ValueError("NeuralTwist has a context but no run bound it: call bind(*args, **kwargs)")
-            parts.append(self._context_value.to(x.dtype).expand(x.shape[0], self.context_dim))
+            parts.append(context.to(x.dtype).expand(x.shape[0], self.context_dim))
         features = torch.cat(parts, -1)
         return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1).to(x.dtype)
 
     def log_psi(self, k, x):
-        return self._rows(torch.full(x.shape[:1], k), x)
-
-    def _gradient(self, steps, x):
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(self._rows(steps, x).sum(), x, create_graph=True)
-        return grad
+        return self._rows(torch.full(x.shape[:1], k), x, self._context_value)
 
     def fit(self, transitions, log_weights, log_reward):
         """Weighted maximum likelihood of the recorded paths, with the proposal noise as control variate.
@@ -84,29 +85,45 @@ class NeuralTwist(nn.Module):
         ``d = m_phi - m``. The noise ``x_i - m_i`` has mean zero under the proposal, so its
         term takes ``W_i - 1/N`` in place of ``W_i``. A deterministic last step has no
         proposal: there ``log psi_0`` regresses the reward by weighted least squares.
+        The objective sums over the last ``replay`` fits' paths, each with its own
+        weights and context (several run arguments train one amortised twist).
         """
+        self._replay.append(self._fit_data(transitions, log_weights, log_reward))
+        optimizer = self.optim(self.parameters())
+        for _ in range(self.num_fit_steps):
+            optimizer.zero_grad()
+            loss = sum(self._negative_log_likelihood(data) for data in self._replay)
+            loss.backward()
+            optimizer.step()
+
+    def _fit_data(self, transitions, log_weights, log_reward):
         W = torch.softmax(log_weights, 0).to(torch.get_default_dtype())
         N = W.shape[0]
         gaussian = [r for r in transitions if r.base_mean is not None]
         deterministic = [r for r in transitions if r.base_mean is None]
         if any(r.step != 0 for r in deterministic):
             raise ValueError("NeuralTwist fits deterministic steps only at k = 0 (the last step)")
-        steps = torch.cat([torch.full((N,), r.step) for r in gaussian])
         dims = (slice(None),) + (None,) * len(self.event_shape)
         stack = lambda field: torch.cat([getattr(r, field) for r in gaussian]).detach().to(W.dtype)  # noqa: E731
-        mu, variance, old_mean, value = stack("base_mean"), stack("base_variance"), stack("proposal_mean"), stack("value")
-        noise_weight = (W - 1.0 / N).repeat(len(gaussian))[dims]
-        path_weight = W.repeat(len(gaussian))[dims]
-        noise = value - old_mean
-        optimizer = self.optim(self.parameters())
-        for _ in range(self.num_fit_steps):
-            optimizer.zero_grad()
-            d = mu + variance * self._gradient(steps, mu) - old_mean
-            log_lik = (noise_weight * noise * d / variance - path_weight * d**2 / (2 * variance)).sum()
-            loss = -log_lik / len(gaussian)
-            for record in deterministic:
-                residual = self.log_psi(0, record.value.detach().to(W.dtype)) - log_reward.to(W.dtype)
-                residual = residual - (W * residual).sum()
-                loss = loss + (W * residual**2).sum()
-            loss.backward()
-            optimizer.step()
+        mu, old_mean = stack("base_mean"), stack("proposal_mean")
+        return _FitData(
+            steps=torch.cat([torch.full((N,), r.step) for r in gaussian]),
+            mu=mu, variance=stack("base_variance"), old_mean=old_mean, noise=stack("value") - old_mean,
+            noise_weight=(W - 1.0 / N).repeat(len(gaussian))[dims], path_weight=W.repeat(len(gaussian))[dims],
+            num_gaussian=len(gaussian), weights=W,
+            final_values=[r.value.detach().to(W.dtype) for r in deterministic],
+            log_reward=log_reward.to(W.dtype), context=self._context_value,
+        )
+
+    def _negative_log_likelihood(self, data):
+        mu = data.mu.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self._rows(data.steps, mu, data.context).sum(), mu, create_graph=True)
+        d = data.mu + data.variance * grad - data.old_mean
+        log_lik = (data.noise_weight * data.noise * d / data.variance
+                   - data.path_weight * d**2 / (2 * data.variance)).sum()
+        loss = -log_lik / data.num_gaussian
+        for x0 in data.final_values:
+            residual = self._rows(torch.zeros(x0.shape[0], dtype=torch.long), x0, data.context) - data.log_reward
+            residual = residual - (data.weights * residual).sum()
+            loss = loss + (data.weights * residual**2).sum()
+        return loss
