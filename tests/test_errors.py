@@ -47,7 +47,10 @@ class _BrokenTwist:
         return out + self.value if k == self.bad_step else out
 
 
-@pytest.mark.parametrize("value, message", [(-math.inf, "all particles have zero weight \\(log-weight -inf\\)"), (math.nan, "NaN log-weights")])
+@pytest.mark.parametrize("value, message", [
+    (-math.inf, "all particles have zero weight \\(log-weight -inf\\)"),
+    (math.nan, "NaN log-weights"),
+])
 def test_bad_twist_weights_name_step_and_site(lg_kernel, value, message):
     model = lg_model_b(lg_kernel, REWARD)
     with pytest.raises(ValueError, match=f"{message} at chain site 'x_5' \\(step k=5\\)"):
@@ -69,7 +72,8 @@ def test_lookahead_needs_predict_x0(lg_kernel):
         x0 = markov_chain("x", lg_kernel.prior(), lg_kernel.transition, lg_kernel.num_steps)
         pyro.factor("reward", x0 @ REWARD)
 
-    with pytest.raises(ValueError, match="FKSteering needs look-ahead rewards, but the chain is not built from a kernel"):
+    message = "FKSteering needs look-ahead rewards, but the chain is not built from a kernel"
+    with pytest.raises(ValueError, match=message):
         FKSteering(hand_made, 8, progress_bar=False).run()
 
     class NoDenoiser:

@@ -11,7 +11,6 @@ the learned twist.
 import time
 from collections import namedtuple
 
-import torch
 from tqdm.auto import tqdm
 
 from ..smc.trust_region import trust_region_step

@@ -23,7 +23,8 @@ import math
 import torch
 
 TrustRegionStep = namedtuple("TrustRegionStep", ["tau", "kl", "log_weights"])
-TrustRegionStep.__doc__ = """``tau`` in (0, 1]; ``kl``: realised ``KL(Q_tau || Q_j)``; ``log_weights``: ``tau * log R``."""
+TrustRegionStep.__doc__ = """\
+``tau`` in (0, 1]; ``kl``: realised ``KL(Q_tau || Q_j)``; ``log_weights``: ``tau * log R``."""
 
 
 def escort_kl(log_R, tau):

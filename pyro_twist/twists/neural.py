@@ -5,6 +5,7 @@ from collections import deque, namedtuple
 import torch
 from torch import nn
 
+
 _FitData = namedtuple("_FitData", ["steps", "mu", "variance", "old_mean", "noise", "noise_weight", "path_weight",
                                    "num_gaussian", "weights", "final_values", "log_reward", "context"])
 
@@ -61,7 +62,9 @@ class NeuralTwist(nn.Module):
         if self.context is not None:
             value = torch.as_tensor(self.context(*args, **kwargs)).detach()
             if value.shape != (self.context_dim,):
-                raise ValueError(f"NeuralTwist: context gave shape {tuple(value.shape)}, expected ({self.context_dim},)")
+                raise ValueError(
+                    f"NeuralTwist: context gave shape {tuple(value.shape)}, expected ({self.context_dim},)"
+                )
             self._context_value = value
 
     def _rows(self, steps, x, context):
