@@ -7,7 +7,7 @@ from torch import nn
 
 
 _FitData = namedtuple("_FitData", ["steps", "mu", "variance", "old_mean", "noise", "noise_weight", "path_weight",
-                                   "num_gaussian", "weights", "final_values", "log_reward", "context"])
+                                   "num_gaussian", "weights", "final_values", "log_reward", "context", "held_out"])
 
 
 def _time_features(k, num_steps, num_frequencies):
@@ -90,14 +90,25 @@ class NeuralTwist(nn.Module):
         proposal: there ``log psi_0`` regresses the reward by weighted least squares.
         The objective sums over the last ``replay`` fits' paths, each with its own
         weights and context (several run arguments train one amortised twist).
+
+        A flexible family can follow each path's own noise (with few particles in many
+        dimensions it does), so an eighth of the paths is held out: the fit keeps the
+        parameters, the starting ones included, with the best held-out likelihood.
         """
         self._replay.append(self._fit_data(transitions, log_weights, log_reward))
         optimizer = self.optim(self.parameters())
-        for _ in range(self.num_fit_steps):
+        best_loss, best_state = math.inf, None
+        for step in range(self.num_fit_steps + 1):
+            losses = [self._per_path_loss(data) for data in self._replay]
+            held_out = sum(loss[data.held_out].sum() for loss, data in zip(losses, self._replay)).item()
+            if held_out < best_loss:
+                best_loss, best_state = held_out, {k: v.detach().clone() for k, v in self.state_dict().items()}
+            if step == self.num_fit_steps:
+                break
             optimizer.zero_grad()
-            loss = sum(self._negative_log_likelihood(data) for data in self._replay)
-            loss.backward()
+            sum(loss[~data.held_out].sum() for loss, data in zip(losses, self._replay)).backward()
             optimizer.step()
+        self.load_state_dict(best_state)
 
     def _fit_data(self, transitions, log_weights, log_reward):
         W = torch.softmax(log_weights, 0).to(torch.get_default_dtype())
@@ -116,17 +127,19 @@ class NeuralTwist(nn.Module):
             num_gaussian=len(gaussian), weights=W,
             final_values=[r.value.detach().to(W.dtype) for r in deterministic],
             log_reward=log_reward.to(W.dtype), context=self._context_value,
+            held_out=torch.randperm(N) < max(1, N // 8),
         )
 
-    def _negative_log_likelihood(self, data):
+    def _per_path_loss(self, data):
+        """The negative weighted log-likelihood of each path, shape ``(N,)``."""
         mu = data.mu.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(self._rows(data.steps, mu, data.context).sum(), mu, create_graph=True)
         d = data.mu + data.variance * grad - data.old_mean
-        log_lik = (data.noise_weight * data.noise * d / data.variance
-                   - data.path_weight * d**2 / (2 * data.variance)).sum()
-        loss = -log_lik / data.num_gaussian
+        log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
+        N = data.weights.shape[0]
+        loss = -log_lik.reshape(data.num_gaussian, N, -1).sum((0, 2)) / data.num_gaussian
         for x0 in data.final_values:
             residual = self._rows(torch.zeros(x0.shape[0], dtype=torch.long), x0, data.context) - data.log_reward
             residual = residual - (data.weights * residual).sum()
-            loss = loss + (data.weights * residual**2).sum()
+            loss = loss + data.weights * residual**2
         return loss
