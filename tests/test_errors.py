@@ -131,3 +131,13 @@ def test_twist_without_log_psi(lg_kernel):
 def test_linear_twist_shapes():
     with pytest.raises(ValueError, match="LinearTwist: weight must have shape \\(5, 3\\)"):
         LinearTwist(4, (3,), weight=torch.zeros(4, 3))
+
+
+def test_second_chain_is_refused(lg_kernel):
+    def model():
+        x0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        y0 = diffusion_chain("y", lg_kernel, (lg_kernel.dim,))
+        pyro.factor("reward", (x0 + y0) @ REWARD)
+
+    with pytest.raises(ValueError, match="site 'y_20' belongs to a second chain 'y' after the chain 'x'"):
+        TwistedSMC(model, 8, progress_bar=False).run()

@@ -102,6 +102,12 @@ class _TwistedSMCMessenger(Messenger):
             self._propagate(msg, k)
         elif not self.chain_started:
             raise per_particle_site_error(msg["name"], self.structure.name)
+        elif msg["infer"].get("chain", self.structure.name) != self.structure.name:
+            raise ValueError(
+                f"site {msg['name']!r} belongs to a second chain {msg['infer']['chain']!r} after the chain "
+                f"{self.structure.name!r}: inference steers one chain per model. Write them as one chain "
+                "whose state holds both."
+            )
 
     def _pyro_post_sample(self, msg):
         if msg["is_observed"]:
