@@ -122,3 +122,35 @@ def test_steering_brings_mode_weights_to_the_tilted_mixture():
         mean_tv = sum(tvs) / len(tvs)
         assert mean_tv < 0.5 * tv_base, (type(method).__name__, tvs, tv_base)
         assert mean_tv < 0.15, (type(method).__name__, tvs)
+
+
+def test_a_twists_own_proposal_is_not_asked_for_deterministic_steps():
+    mixture = GaussianMixture.ring()
+    kernel = GaussianMixtureKernel(mixture, num_steps=10)
+    a = torch.tensor([1.0, 0.3], dtype=torch.float64)
+
+    def model():
+        x0 = diffusion_chain("x", kernel, (2,))
+        pyro.factor("reward", x0 @ a)
+
+    class ShiftingTwist:
+        """Proposes the base mean shifted by variance * a: the linear twist, by hand."""
+
+        def __init__(self):
+            self.asked = []
+
+        def log_psi(self, k, x):
+            return x @ a
+
+        def propose(self, k, base):
+            self.asked.append(k)
+            return pyro.distributions.Normal(base.mean + base.variance * a, base.stddev).to_event(1)
+
+    twist = ShiftingTwist()
+    pyro.set_rng_seed(0)
+    own = TwistedSMC(model, 64, twist=twist, progress_bar=False).run()
+    assert twist.asked == list(range(10, 0, -1))  # the last step (k = 0) is a Delta: nothing to propose
+    pyro.set_rng_seed(0)
+    linear = TwistedSMC(model, 64, twist=type("Linear", (), {"log_psi": lambda self, k, x: x @ a})(),
+                        progress_bar=False).run()
+    assert torch.allclose(own.log_evidence, linear.log_evidence)

@@ -28,10 +28,14 @@ from .structure import find_chain, is_latent, observed_log_prob, per_particle_si
 PROPOSALS = ("gradient", "gradient_at_state", "bootstrap")
 
 
-def _is_gaussian(fn):
+def _base_family(fn):
     while isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
         fn = fn.base_dist
-    return isinstance(fn, dist.Normal)
+    return type(fn)
+
+
+def _is_gaussian(fn):
+    return issubclass(_base_family(fn), dist.Normal)
 
 
 def _value_and_grad(log_psi, k, x):
@@ -121,7 +125,7 @@ class _TwistedSMCMessenger(Messenger):
 
     def _proposal(self, k, base):
         twist = self.twist
-        if twist is None or self.proposal == "bootstrap":
+        if twist is None or self.proposal == "bootstrap" or issubclass(_base_family(base), dist.Delta):
             return base
         if hasattr(twist, "propose"):
             return twist.propose(k, base)
