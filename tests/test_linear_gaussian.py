@@ -115,3 +115,45 @@ def test_best_of_n_and_importance_sampling(lg_kernel):
     top = plain.trajectories()["x_0"][plain.log_weights.argmax()]
     assert torch.equal(samples, top.expand(5, -1))
     assert best.log_evidence.item() == plain.log_evidence.item()
+
+
+def quadratic_optimal_twist(kernel, Q, a):
+    """Per-dimension backward recursion of ``log psi*_k(x) = -P_k x^2 / 2 + c_k x + d_k`` for the reward
+    ``-Q x_0^2 / 2 + a x_0`` on a chain with diagonal ``A``: a Gaussian integral at each step."""
+    A = kernel.A.diagonal(dim1=-2, dim2=-1)
+    P, c, d = [Q], [a], [torch.zeros((), dtype=Q.dtype)]
+    for k in range(1, kernel.num_steps + 1):
+        v, b = kernel.s[k - 1] ** 2, kernel.b[k - 1]
+        denom = 1 + v * P[-1]
+        d.append(d[-1] + ((-0.5 * P[-1] * b**2 + c[-1] * b + 0.5 * v * c[-1] ** 2) / denom
+                          - 0.5 * torch.log(denom)).sum())
+        P.append(A[k - 1] ** 2 * P[-1] / denom)
+        c.append(A[k - 1] * (c[-1] - P[-2] * b) / denom)
+    log_z = d[-1] + (0.5 * c[-1] ** 2 / (1 + P[-1]) - 0.5 * torch.log(1 + P[-1])).sum()
+
+    class QuadraticTwist:
+        proposal = "newton"
+
+        def log_psi(self, k, x):
+            return (-0.5 * P[k] * x**2 + c[k] * x).sum(-1) + d[k]
+
+    return QuadraticTwist(), log_z
+
+
+@pytest.mark.parametrize("num_particles", [1, 8])
+def test_newton_proposal_is_exact_for_a_log_quadratic_twist(lg_kernel, num_particles):
+    Q = torch.tensor([0.5, 1.5, 0.8], dtype=torch.float64)
+
+    def model():
+        x0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        pyro.factor("reward", -0.5 * (Q * x0**2).sum(-1) + x0 @ REWARD)
+
+    twist, log_z = quadratic_optimal_twist(lg_kernel, Q, REWARD)
+    result = TwistedSMC(model, num_particles, twist=twist, progress_bar=False).run()
+    assert abs(result.log_evidence.item() - log_z.item()) < 1e-6
+    assert torch.allclose(result.ess, torch.full_like(result.ess, num_particles), atol=1e-6)
+    # The same twist with a first-order (gradient) proposal is not exact.
+    twist.proposal = "gradient"
+    first_order = torch.stack([TwistedSMC(model, num_particles, twist=twist, progress_bar=False).run().log_evidence
+                               for _ in range(5)])
+    assert first_order.std() > 1e-3

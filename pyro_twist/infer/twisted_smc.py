@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from ..smc.resampling import get_resampler
 from ..smc.weights import check_log_weights, ess, log_mean_exp
+from ..twists.gaussian import hessian_diagonal, newton_moments
 from .result import SMCResult
 from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
 
-PROPOSALS = ("gradient", "gradient_at_state", "bootstrap")
+PROPOSALS = ("gradient", "newton", "gradient_at_state", "bootstrap")
 
 
 def _base_family(fn):
@@ -48,19 +49,21 @@ def _value_and_grad(log_psi, k, x):
     return value.detach(), torch.zeros_like(x) if grad is None else grad
 
 
-TransitionRecord = namedtuple("TransitionRecord", ["step", "value", "base_mean", "base_variance", "proposal_mean"])
+TransitionRecord = namedtuple(
+    "TransitionRecord", ["step", "value", "base_mean", "base_variance", "proposal_mean", "proposal_variance"]
+)
 TransitionRecord.__doc__ = """\
 One chain step of a run, aligned with the particles after that step's resampling:
-the new states ``x_k`` (``value``), and the mean and variance of the base transition
-and the proposal's mean that drew them. The moments are ``None`` for a step whose
+the new states ``x_k`` (``value``), and the means and variances of the base
+transition and of the proposal that drew them. The moments are ``None`` for a step whose
 transition is not Gaussian (a deterministic or discrete step).
 """
 
 
 def _transition_record(k, x, base, proposal, index):
     if not _is_gaussian(base):
-        return TransitionRecord(k, x, None, None, None)
-    moments = [m.expand_as(x) for m in (base.mean, base.variance, proposal.mean)]
+        return TransitionRecord(k, x, None, None, None, None)
+    moments = [m.expand_as(x) for m in (base.mean, base.variance, proposal.mean, proposal.variance)]
     if index is not None:
         moments = [m[index] for m in moments]
     return TransitionRecord(k, x, *moments)
@@ -131,13 +134,20 @@ class _TwistedSMCMessenger(Messenger):
             return twist.propose(k, base)
         if not _is_gaussian(base):
             return base
+        event_dim = len(base.event_shape)
+        if self.proposal == "newton":
+            with torch.enable_grad():
+                x = base.mean.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(twist.log_psi(k, x).sum(), x, create_graph=True)
+                hess_diag = hessian_diagonal(grad, x)
+            mean, variance = newton_moments(base.mean, base.variance, grad.detach(), hess_diag.detach())
+            return dist.Normal(mean, variance.sqrt()).to_event(event_dim)
         if self.proposal == "gradient_at_state":
             grad = self.grad_log_psi
             if grad is None:
                 return base
         else:
             grad = _value_and_grad(twist.log_psi, k, base.mean)[1]
-        event_dim = len(base.event_shape)
         return dist.Normal(base.mean + base.variance * grad, base.stddev).to_event(event_dim)
 
     def _twist_at(self, k, x):
@@ -216,7 +226,9 @@ class TwistedSMC:
         for ``k = num_steps, ..., 0``. Gaussian sites are proposed from the base
         Normal with its mean shifted by variance times ``grad log_psi(k, .)`` at that
         mean (exact for twists linear in ``x``); a twist may instead define
-        ``propose(k, base)`` or set ``proposal`` to ``"bootstrap"`` or ``"gradient_at_state"``;
+        ``propose(k, base)`` or set ``proposal`` to ``"newton"`` (mean and variance from the
+        gradient and the Hessian's diagonal: exact for log-quadratic twists, one backward
+        pass per state dimension), ``"bootstrap"`` or ``"gradient_at_state"``;
         a twist with ``bind(*args, **kwargs)`` is bound to each run's arguments.
     :param resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``,
         or a callable ``(log_w, num_samples) -> ancestors``.

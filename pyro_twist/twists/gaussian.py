@@ -1,0 +1,24 @@
+"""Twisted Gaussian kernels: a Gaussian transition times a locally quadratic twist is Gaussian again."""
+import torch
+
+
+def newton_moments(mean, variance, grad, hess_diag):
+    """Moments of the Gaussian ``N(mean, variance) * exp(g.(x - mean) + (x - mean)' diag(h) (x - mean) / 2)``.
+
+    The precision ``1/variance - h`` is kept at least a tenth of the base precision, so a
+    convex stretch of ``log psi`` widens the proposal at most tenfold.
+    """
+    precision = torch.maximum(1 / variance - hess_diag, 0.1 / variance)
+    return mean + grad / precision, 1 / precision
+
+
+def hessian_diagonal(grad, x):
+    """The diagonal of the Hessian from a gradient ``grad`` of a sum over rows, one backward pass per dimension."""
+    if not grad.requires_grad:  # log psi is linear in x
+        return torch.zeros_like(x)
+    flat = grad.flatten(1)
+    columns = []
+    for i in range(flat.shape[1]):
+        (row,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
+        columns.append(row.flatten(1)[:, i])
+    return torch.stack(columns, 1).reshape(x.shape)
