@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from .weights import log_mean_exp
+
 TrustRegionStep = namedtuple("TrustRegionStep", ["tau", "kl", "log_weights"])
 TrustRegionStep.__doc__ = """\
 ``tau`` in (0, 1]; ``kl``: realised ``KL(Q_tau || Q_j)``; ``log_weights``: ``tau * log R``."""
@@ -35,9 +37,7 @@ def escort_kl(log_R, tau):
 
 def dual_objective(log_R, lam, eps):
     """The trust-region dual ``g(lambda)``."""
-    tau = 1.0 / (1.0 + lam)
-    log_mean = torch.logsumexp(tau * log_R, -1) - math.log(log_R.shape[-1])
-    return lam * eps + (1.0 + lam) * log_mean
+    return lam * eps + (1.0 + lam) * log_mean_exp(log_R / (1.0 + lam))
 
 
 def chi_square_to_target(log_R, tau):
@@ -46,8 +46,7 @@ def chi_square_to_target(log_R, tau):
     ``1 + chi^2 = E_j[R^(2 - tau)] E_j[R^tau] / E_j[R]^2``: the weight degeneracy
     that remains after moving to ``Q_tau``. It decreases along the escort path.
     """
-    lse = lambda t: torch.logsumexp(t * log_R, -1) - math.log(log_R.shape[-1])  # noqa: E731
-    return torch.expm1(lse(2.0 - tau) + lse(tau) - 2.0 * lse(1.0))
+    return torch.expm1(log_mean_exp((2.0 - tau) * log_R) + log_mean_exp(tau * log_R) - 2.0 * log_mean_exp(log_R))
 
 
 def trust_region_step(log_R, kl_budget, num_bisections=60):

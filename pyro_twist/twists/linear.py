@@ -12,8 +12,8 @@ class LinearTwist(nn.Module):
 
     :param int num_steps: the chain's number of transitions.
     :param tuple event_shape: shape of one state.
-    :param float smoothing: bandwidth, in steps, of the Gaussian kernel that
-        smooths each fitted update of ``w_k`` along ``k`` (0: no smoothing).
+    :param float smoothing: bandwidth, in steps, of the Gaussian kernel that pools
+        each fit's score and information over neighbouring ``k`` (0: no pooling).
     """
 
     def __init__(self, num_steps, event_shape, weight=None, bias=None, smoothing=0.0):
