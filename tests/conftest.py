@@ -22,6 +22,19 @@ def fresh_pyro():
 
 
 @pytest.fixture(scope="session")
+def unet():
+    """A small randomly initialised UNet2DModel for 1x8x8 images."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
+
+
+@pytest.fixture(scope="session")
 def lg_kernel():
     return random_linear_gaussian(DIM, NUM_STEPS, seed=0)
 

@@ -2,20 +2,10 @@
 import pyro
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler
 
 from pyro_twist import (TDS, DiffusersKernel, FKSteering, GaussianMixture, GaussianMixtureKernel, TwistedSMC,
                         diffusion_chain)
-
-
-@pytest.fixture(scope="module")
-def unet():
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).eval()
 
 
 SCHEDULERS = {

@@ -1,22 +1,16 @@
 """TRI-TSMC on an image chain (a small UNet2DModel) with fewer particles than pixels."""
 import pyro
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler
 
 from pyro_twist import TRITSMC, DiffusersKernel, NeuralTwist, diffusion_chain
 
 from .conftest import SEED
 
 
-def test_neural_twist_learning_stays_stable_with_few_particles():
+def test_neural_twist_learning_stays_stable_with_few_particles(unet):
     # 16 particles, 64 pixels: a flexible twist can follow each path's noise; the held-out
     # paths stop its fit before it does, so learning neither collapses nor loses ESS.
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).eval()
     kernel = DiffusersKernel(unet, DDPMScheduler(num_train_timesteps=1000), num_steps=10)
 
     def model():
