@@ -6,6 +6,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from pyro_twist import (TDS, DiffusersKernel, FKSteering, GaussianMixture, GaussianMixtureKernel, TwistedSMC,
                         diffusion_chain)
+from pyro_twist.chains.row_cache import match_rows
 
 
 SCHEDULERS = {
@@ -59,9 +60,40 @@ def test_denoiser_counts_and_image_chain_under_smc(unet):
     result = FKSteering(model, 6, progress_bar=False).run()
     samples = result.get_samples()
     assert samples["img_0"].shape == (6, 1, 8, 8)
-    # Each step runs the denoiser once per particle for the transition and once for the
-    # look-ahead (predict_x0), except at k = 0 where the look-ahead is the state itself.
-    assert kernel.num_evaluations == 6 * (5 + 5)
+    # The look-ahead at x_k and the transition from the resampled x_k share one denoiser
+    # call per particle; at k = 0 the look-ahead is the state itself.
+    assert kernel.num_evaluations == 6 * 5
+
+
+@pytest.mark.parametrize("method", [FKSteering, TDS])
+def test_shared_denoiser_calls_change_no_result(method):
+    mixture = GaussianMixture.ring(num_components=4, radius=2.0, std=0.4)
+    kernel = GaussianMixtureKernel(mixture, num_steps=20)
+
+    def model():
+        x0 = diffusion_chain("x", kernel, (2,))
+        pyro.factor("reward", x0 @ torch.tensor([1.5, 0.5], dtype=torch.float64))
+
+    results = []
+    for share in (True, False):
+        if not share:
+            kernel._last_evaluation.get = lambda key, inputs: None
+        kernel.num_evaluations = 0
+        pyro.set_rng_seed(3)
+        results.append((method(model, 64, progress_bar=False).run(), kernel.num_evaluations))
+    (shared, shared_count), (separate, separate_count) = results
+    assert shared.log_evidence.item() == separate.log_evidence.item()
+    assert torch.equal(shared.trajectories()["x_0"], separate.trajectories()["x_0"])
+    assert shared_count == 64 * 20 and separate_count == 64 * (20 + 20)
+
+
+def test_match_rows_finds_copies_and_refuses_strangers():
+    reference = torch.randn(6, 2, 3)
+    ancestors = torch.tensor([5, 0, 0, 3, 3, 3])
+    assert torch.equal(match_rows(reference[ancestors], reference), ancestors)
+    stranger = reference[ancestors].clone()
+    stranger[2, 1, 1] += 1e-7
+    assert match_rows(stranger, reference) is None
 
 
 def test_exact_denoiser_is_the_posterior_mean():

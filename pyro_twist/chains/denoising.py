@@ -9,6 +9,8 @@ import pyro.distributions as dist
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from .row_cache import RowCache
+
 # diffusers clamps the DDPM posterior variance at this floor; a step at the floor
 # adds no noise worth a density, so it is a deterministic step.
 _VARIANCE_FLOOR = 1e-20
@@ -57,6 +59,7 @@ class DenoisingKernel:
         self.num_steps = len(scheduler.timesteps)
         self.timesteps = [int(t) for t in scheduler.timesteps]
         self.num_evaluations = 0
+        self._last_evaluation = RowCache()
 
     def denoise(self, t, x):
         """The unclipped prediction of ``x_0`` from ``x`` at timestep ``t`` (one denoiser call)."""
@@ -84,8 +87,19 @@ class DenoisingKernel:
         return self.scheduler.final_alpha_cumprod
 
     def _predict(self, t, x):
-        self.num_evaluations += x.shape[: x.dim() - self.event_dim].numel()
-        return self.denoise(t, x)
+        # A look-ahead at x_k and the transition from the resampled x_k evaluate the
+        # denoiser on the same rows: the second call finds them in the last evaluation.
+        rows = x.reshape((-1,) + self.event_shape)
+        x0 = self._last_evaluation.get(t, rows)
+        if x0 is None:
+            self.num_evaluations += rows.shape[0]
+            x0 = self.denoise(t, x).reshape(rows.shape)
+            self._last_evaluation.put(t, rows, x0)
+        return x0.reshape(x.shape)
+
+    def clear_cache(self):
+        """Forget the last denoiser evaluation (after changing the denoiser's weights)."""
+        self._last_evaluation.clear()
 
     def _clip(self, x0):
         config = self.scheduler.config

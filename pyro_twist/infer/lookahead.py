@@ -40,3 +40,20 @@ class LookaheadReward:
         with pyro.poutine.block(), handler:
             self.model(*self.args, **self.kwargs)
         return handler.log_reward
+
+
+def lookahead_parts(structure, model, args, kwargs, who):
+    """The kernel's ``predict_x0`` and the model's :class:`LookaheadReward`, for ``who`` (named in errors)."""
+    kernel = structure.kernel
+    if kernel is None or not callable(getattr(kernel, "predict_x0", None)):
+        where = (
+            f"the kernel {type(kernel).__name__} has no predict_x0(k, x)"
+            if kernel is not None
+            else "the chain is not built from a kernel"
+        )
+        raise ValueError(
+            f"{who} needs look-ahead rewards, but {where}. Build the chain with "
+            "diffusion_chain(name, kernel, shape) over a kernel with predict_x0 (the denoiser's "
+            "estimate of x_0), or use a twist without look-ahead."
+        )
+    return kernel.predict_x0, LookaheadReward(model, args, kwargs)

@@ -9,7 +9,7 @@ import math
 import torch
 
 from ..twists.lookahead import LookaheadTwist, check_potential
-from .lookahead import LookaheadReward
+from .lookahead import lookahead_parts
 from .twisted_smc import TwistedSMC
 
 
@@ -42,23 +42,10 @@ class _LookaheadSMC(TwistedSMC):
     """Twisted SMC whose twist is the model's reward at the kernel's ``predict_x0``."""
 
     potential = "diff"
-    proposal = "bootstrap"
 
     def _twist_for_run(self, structure, args, kwargs):
-        kernel = structure.kernel
-        if kernel is None or not callable(getattr(kernel, "predict_x0", None)):
-            where = (
-                f"the kernel {type(kernel).__name__} has no predict_x0(k, x)"
-                if kernel is not None
-                else "the chain is not built from a kernel"
-            )
-            raise ValueError(
-                f"{type(self).__name__} needs look-ahead rewards, but {where}. Build the chain with "
-                "diffusion_chain(name, kernel, shape) over a kernel with predict_x0 (the denoiser's "
-                "estimate of x_0), or use TwistedSMC with a twist of your own."
-            )
-        return LookaheadTwist(kernel.predict_x0, LookaheadReward(self.model, args, kwargs),
-                              potential=self.potential, proposal=self.proposal)
+        predict_x0, reward = lookahead_parts(structure, self.model, args, kwargs, type(self).__name__)
+        return LookaheadTwist(predict_x0, reward, potential=self.potential, proposal=self.proposal or "bootstrap")
 
 
 class FKSteering(_LookaheadSMC):
@@ -84,8 +71,6 @@ class TDS(_LookaheadSMC):
     """The Twisted Diffusion Sampler: twist ``exp(reward(predict_x0(k, x_k)))``, proposal
     ``N(mu + sigma^2 grad log psi_k(x_k), sigma^2)``, exact importance weights."""
 
-    proposal = "gradient_at_state"
-
     def __init__(self, model, num_particles, resampling="systematic", ess_threshold=0.5, progress_bar=True):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
-                         progress_bar=progress_bar)
+                         progress_bar=progress_bar, proposal="gradient_at_state")

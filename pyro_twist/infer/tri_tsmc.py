@@ -33,9 +33,9 @@ wall-clock ``seconds``.
 
 
 def default_twist(structure, transitions, optim=None):
-    """The twist family for the chain's kernel: a neural twist for denoising (diffusion)
-    kernels, a per-step log-linear twist otherwise (exact for linear-Gaussian chains,
-    fit in closed form, so ``optim`` is not used)."""
+    """The twist family for the chain's kernel, from a first run's ``transitions``: a neural
+    twist for denoising (diffusion) kernels, a per-step log-linear twist otherwise (exact
+    for linear-Gaussian chains, fit in closed form, so ``optim`` is not used)."""
     value = transitions[0].value
     if isinstance(structure.kernel, DenoisingKernel):
         return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
@@ -55,13 +55,17 @@ class TRITSMC:
     :param int num_iterations: trust-region iterations before the final run.
     :param float kl_budget: ``eps``, the KL allowed between successive path laws.
     :param resampling, ess_threshold: resampling of the final run (learning runs never resample).
+    :param str final_proposal: the final run's proposal (see :class:`TwistedSMC`) in place of the
+        twist's own; ``"newton"`` also follows the learned twist's curvature (one backward pass
+        through the twist per state dimension and step, no denoiser call).
     :param optim: ``optim(parameters)``, the optimiser of a default family fit by gradient
         steps (the neural twist); a twist passed in brings its own.
     :param bool progress_bar: show a progress bar over iterations.
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
-                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, optim=None, progress_bar=True):
+                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, final_proposal=None, optim=None,
+                 progress_bar=True):
         if int(num_iterations) != num_iterations or num_iterations < 0:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
@@ -81,7 +85,7 @@ class TRITSMC:
         self.kl_budget = kl_budget
         self.progress_bar = progress_bar
         self.final = TwistedSMC(model, final_num_particles or num_particles, twist=twist, resampling=resampling,
-                                ess_threshold=ess_threshold, progress_bar=False)
+                                ess_threshold=ess_threshold, progress_bar=False, proposal=final_proposal)
         self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, progress_bar=False,
                                   record_transitions=True)
         self.history = []

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..smc.resampling import get_resampler
 from ..smc.weights import check_log_weights, ess, log_mean_exp
 from ..twists.gaussian import hessian_diagonal, newton_moments
+from .lookahead import lookahead_parts
 from .result import SMCResult
 from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
 
@@ -50,33 +51,37 @@ def _value_and_grad(log_psi, k, x):
 
 
 TransitionRecord = namedtuple(
-    "TransitionRecord", ["step", "value", "base_mean", "base_variance", "proposal_mean", "proposal_variance"]
+    "TransitionRecord",
+    ["step", "value", "state", "base_mean", "base_variance", "proposal_mean", "proposal_variance"],
 )
 TransitionRecord.__doc__ = """\
 One chain step of a run, aligned with the particles after that step's resampling:
-the new states ``x_k`` (``value``), and the means and variances of the base
+the new states ``x_k`` (``value``), the states ``x_{k+1}`` they were drawn from
+(``state``; ``None`` for the first state), and the means and variances of the base
 transition and of the proposal that drew them. The moments are ``None`` for a step whose
 transition is not Gaussian (a deterministic or discrete step).
 """
 
 
-def _transition_record(k, x, base, proposal, index):
+def _transition_record(k, x, state, base, proposal, index):
+    if state is not None and index is not None:
+        state = state[index]
     if not _is_gaussian(base):
-        return TransitionRecord(k, x, None, None, None, None)
+        return TransitionRecord(k, x, state, None, None, None, None)
     moments = [m.expand_as(x) for m in (base.mean, base.variance, proposal.mean, proposal.variance)]
     if index is not None:
         moments = [m[index] for m in moments]
-    return TransitionRecord(k, x, *moments)
+    return TransitionRecord(k, x, state, *moments)
 
 
 class _TwistedSMCMessenger(Messenger):
-    def __init__(self, structure, num_particles, twist, resampler, ess_threshold, resampling_steps, progress_bar,
-                 record_transitions):
+    def __init__(self, structure, num_particles, twist, proposal, resampler, ess_threshold, resampling_steps,
+                 progress_bar, record_transitions):
         super().__init__()
         self.structure = structure
         self.num_particles = num_particles
         self.twist = twist
-        self.proposal = getattr(twist, "proposal", "gradient")
+        self.proposal = proposal or getattr(twist, "proposal", "gradient")
         if self.proposal not in PROPOSALS:
             raise ValueError(f"twist.proposal must be one of {PROPOSALS}, got {self.proposal!r}")
         self.resampler = resampler
@@ -187,11 +192,12 @@ class _TwistedSMCMessenger(Messenger):
             x = x[ancestors]
             proposal_index = ancestors
             self._resampled(ancestors)
+        if self.transitions is not None:
+            state = self.values[-1] if self.values else None
+            self.transitions.append(_transition_record(k, x, state, base, proposal, proposal_index))
         self.resampled.append(ancestors is not None)
         self.sites.append(name)
         self.values.append(x)
-        if self.transitions is not None:
-            self.transitions.append(_transition_record(k, x, base, proposal, proposal_index))
         self.ancestors.append(ancestors)
         msg["value"] = x
         msg["done"] = True
@@ -230,6 +236,7 @@ class TwistedSMC:
         gradient and the Hessian's diagonal: exact for log-quadratic twists, one backward
         pass per state dimension), ``"bootstrap"`` or ``"gradient_at_state"``;
         a twist with ``bind(*args, **kwargs)`` is bound to each run's arguments.
+    :param str proposal: one of those proposal names, in place of the twist's own.
     :param resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``,
         or a callable ``(log_w, num_samples) -> ancestors``.
     :param float ess_threshold: resample when ESS < ``ess_threshold * N`` (0: never, 1: always).
@@ -240,9 +247,11 @@ class TwistedSMC:
     """
 
     def __init__(self, model, num_particles, twist=None, resampling="systematic", ess_threshold=0.5,
-                 resampling_steps=None, progress_bar=True, record_transitions=False):
+                 resampling_steps=None, progress_bar=True, record_transitions=False, proposal=None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        if proposal is not None and proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
         if not 0 <= ess_threshold <= 1:
             raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold!r}")
         if twist is not None and not callable(getattr(twist, "log_psi", None)):
@@ -255,6 +264,7 @@ class TwistedSMC:
         self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
         self.progress_bar = progress_bar
         self.record_transitions = record_transitions
+        self.proposal = proposal
         self._structure = None
 
     def chain_structure(self, *args, **kwargs):
@@ -266,13 +276,16 @@ class TwistedSMC:
     def _twist_for_run(self, structure, args, kwargs):
         if hasattr(self.twist, "bind"):  # a twist that takes the run's arguments as input
             self.twist.bind(*args, **kwargs)
+        if getattr(self.twist, "lookahead", False):  # a twist with the look-ahead reward as a feature
+            predict_x0, reward = lookahead_parts(structure, self.model, args, kwargs, type(self.twist).__name__)
+            self.twist.set_lookahead(lambda k, x: reward(predict_x0(k, x)))
         return self.twist
 
     def run(self, *args, **kwargs):
         """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`."""
         structure = self.chain_structure(*args, **kwargs)
         engine = _TwistedSMCMessenger(
-            structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.resampler,
+            structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.proposal, self.resampler,
             self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions,
         )
         try:

@@ -1,13 +1,17 @@
-"""A neural twist family: ``log psi_k(x) = f_phi(x, k)``, fit by weighted maximum likelihood with gradient steps."""
+"""A neural twist family: ``log psi_k(x) = f_phi(x, k)`` (plus ``alpha_k`` times a look-ahead reward),
+fit by weighted maximum likelihood with gradient steps."""
 import math
 from collections import deque, namedtuple
 
 import torch
 from torch import nn
 
+from ..chains.row_cache import match_rows
 
-_FitData = namedtuple("_FitData", ["steps", "mu", "variance", "old_mean", "noise", "noise_weight", "path_weight",
-                                   "num_gaussian", "weights", "final_values", "log_reward", "context", "held_out"])
+_FitData = namedtuple("_FitData", ["anchor_steps", "anchor", "anchor_lookahead_grad", "mu", "variance", "old_mean",
+                                   "noise", "noise_weight", "path_weight", "num_gaussian", "weights", "final_values",
+                                   "final_lookahead", "log_reward", "context", "held_out"])
+_Lookahead = namedtuple("_Lookahead", ["x", "value", "grad"])
 
 
 def _time_features(k, num_steps, num_frequencies):
@@ -17,10 +21,20 @@ def _time_features(k, num_steps, num_frequencies):
 
 
 class NeuralTwist(nn.Module):
-    """A small network of the state ``x_k`` and the step ``k``.
+    """A small network of the state ``x_k`` and the step ``k``, optionally over a look-ahead reward.
 
-    Its proposals shift the base mean by variance times ``grad_x log psi_k`` at that
-    mean, so it needs no gradient of the reward: the network's own gradient steers.
+    Without look-ahead, ``log psi_k(x) = f_phi(x, k)`` and proposals shift the base mean
+    by variance times ``grad_x log psi_k`` at that mean, so it needs no gradient of the
+    reward: the network's own gradient steers.
+
+    With ``lookahead=True``, ``log psi_k(x) = alpha_k r_k(x) + f_phi(x, k)``, where
+    ``r_k(x)`` is the model's reward at the denoiser's ``predict_x0(k, x)`` (set by the
+    sampler through ``set_lookahead``) and ``alpha_k`` is learned, starting at 1 with
+    ``f_phi = 0``: the Twisted Diffusion Sampler's twist, which learning then corrects.
+    Proposals shift the mean by variance times ``grad log psi_k`` at the current state
+    (``"gradient_at_state"``), where one denoiser call serves the look-ahead and the
+    next transition. Where the reward has a gradient, ``grad r_k`` (one backward pass
+    through the denoiser per step) steers too; a black-box reward enters the weights only.
 
     :param int num_steps: the chain's number of transitions.
     :param tuple event_shape: shape of one state.
@@ -32,11 +46,18 @@ class NeuralTwist(nn.Module):
         one learned twist serves several of them (amortised use).
     :param int context_dim: size of the context.
     :param int replay: how many of the latest fits' paths each fit trains on (1: only its own).
+    :param bool lookahead: add the learned multiple of the look-ahead reward (above).
     """
 
-    def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=50,
-                 num_frequencies=4, context=None, context_dim=0, replay=1):
+    def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=200,
+                 num_frequencies=4, context=None, context_dim=0, replay=3, lookahead=False):
         super().__init__()
+        self.lookahead = bool(lookahead)
+        self.proposal = "gradient_at_state" if self.lookahead else "gradient"
+        if self.lookahead:
+            self.lookahead_scale = nn.Parameter(torch.ones(num_steps + 1))
+        self._lookahead_reward = None
+        self._lookahead_log = {}
         if (context is None) != (context_dim == 0):
             raise ValueError("NeuralTwist: pass both context and context_dim, or neither")
         self.context, self.context_dim = context, context_dim
@@ -67,6 +88,31 @@ class NeuralTwist(nn.Module):
                 )
             self._context_value = value
 
+    def set_lookahead(self, lookahead_reward):
+        """``lookahead_reward(k, x)``: the reward at the denoiser's estimate of ``x_0`` from ``x_k``."""
+        self._lookahead_reward = lookahead_reward
+        self._lookahead_log = {}
+
+    def _lookahead_at(self, k, x):
+        """The look-ahead reward at ``x`` and its gradient (zero for a black-box reward), logged for the fit."""
+        if self._lookahead_reward is None:
+            raise ValueError("NeuralTwist(lookahead=True) has no look-ahead reward: run it through TwistedSMC or "
+                             "TRITSMC, which set it from the model, or call set_lookahead(fn)")
+        with torch.enable_grad():
+            point = x.detach().requires_grad_(True)
+            value = self._lookahead_reward(k, point)
+            grad = torch.autograd.grad(value.sum(), point)[0] if value.requires_grad else torch.zeros_like(point)
+        self._lookahead_log[k] = _Lookahead(point.detach(), value.detach(), grad)
+        return value.detach().to(x.dtype), grad.to(x.dtype)
+
+    def _logged_lookahead(self, k, x):
+        entry = self._lookahead_log.get(k)
+        index = None if entry is None else match_rows(x.detach(), entry.x)
+        if index is None:
+            raise ValueError(f"NeuralTwist(lookahead=True) fits paths drawn with its own look-ahead, but the states "
+                             f"at step {k} were not: fit it on transitions recorded by a run with this twist")
+        return entry.value[index], entry.grad[index]
+
     def _rows(self, steps, x, context):
         parts = [x.flatten(1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
         if self.context is not None:
@@ -77,13 +123,20 @@ class NeuralTwist(nn.Module):
         return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1).to(x.dtype)
 
     def log_psi(self, k, x):
-        return self._rows(torch.full(x.shape[:1], k), x, self._context_value)
+        log_psi = self._rows(torch.full(x.shape[:1], k), x, self._context_value)
+        if self.lookahead:
+            value, grad = self._lookahead_at(k, x)
+            # value and first derivative of alpha_k r_k at x, without a graph through the denoiser
+            linearised = value + (grad * (x - x.detach())).flatten(1).sum(-1)
+            log_psi = log_psi + self.lookahead_scale[k].to(x.dtype) * linearised
+        return log_psi
 
     def fit(self, transitions, log_weights, log_reward):
         """Weighted maximum likelihood of the recorded paths, with the proposal noise as control variate.
 
         For a Gaussian step with base ``N(mu, v)``, old proposal mean ``m`` and new
-        mean ``m_phi = mu + v grad log psi_phi(k, mu)``, the weighted log-likelihood is,
+        mean ``m_phi = mu + v grad log psi_phi`` (at ``mu``, or with look-ahead at the
+        state the step starts from), the weighted log-likelihood is,
         up to a constant, ``sum_i W_i [(x_i - m_i) d_i / v_i - d_i^2 / (2 v_i)]`` with
         ``d = m_phi - m``. The noise ``x_i - m_i`` has mean zero under the proposal, so its
         term takes ``W_i - 1/N`` in place of ``W_i``. A deterministic last step has no
@@ -117,29 +170,46 @@ class NeuralTwist(nn.Module):
         deterministic = [r for r in transitions if r.base_mean is None]
         if any(r.step != 0 for r in deterministic):
             raise ValueError("NeuralTwist fits deterministic steps only at k = 0 (the last step)")
+        if self.lookahead:  # the first state is drawn from the prior, untwisted
+            gaussian = [r for r in gaussian if r.state is not None]
         dims = (slice(None),) + (None,) * len(self.event_shape)
         stack = lambda field: torch.cat([getattr(r, field) for r in gaussian]).detach().to(W.dtype)  # noqa: E731
         mu, old_mean = stack("base_mean"), stack("proposal_mean")
+        steps = torch.cat([torch.full((N,), r.step) for r in gaussian])
+        anchor_steps, anchor, anchor_lookahead_grad = steps, mu, None
+        final_lookahead = [torch.zeros(N, dtype=W.dtype) for _ in deterministic]
+        if self.lookahead:
+            anchor_steps, anchor = steps + 1, stack("state")
+            anchor_lookahead_grad = torch.cat([self._logged_lookahead(r.step + 1, r.state)[1] for r in gaussian])
+            final_lookahead = [self._logged_lookahead(0, r.value)[0].to(W.dtype) for r in deterministic]
         return _FitData(
-            steps=torch.cat([torch.full((N,), r.step) for r in gaussian]),
+            anchor_steps=anchor_steps, anchor=anchor,
+            anchor_lookahead_grad=None if anchor_lookahead_grad is None else anchor_lookahead_grad.to(W.dtype),
             mu=mu, variance=stack("base_variance"), old_mean=old_mean, noise=stack("value") - old_mean,
             noise_weight=(W - 1.0 / N).repeat(len(gaussian))[dims], path_weight=W.repeat(len(gaussian))[dims],
             num_gaussian=len(gaussian), weights=W,
-            final_values=[r.value.detach().to(W.dtype) for r in deterministic],
+            final_values=[r.value.detach().to(W.dtype) for r in deterministic], final_lookahead=final_lookahead,
             log_reward=log_reward.to(W.dtype), context=self._context_value,
             held_out=torch.randperm(N) < max(1, N // 8),
         )
 
     def _per_path_loss(self, data):
         """The negative weighted log-likelihood of each path, shape ``(N,)``."""
-        mu = data.mu.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(self._rows(data.steps, mu, data.context).sum(), mu, create_graph=True)
+        anchor = data.anchor.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self._rows(data.anchor_steps, anchor, data.context).sum(), anchor,
+                                      create_graph=True)
+        if data.anchor_lookahead_grad is not None:
+            dims = (slice(None),) + (None,) * len(self.event_shape)
+            grad = grad + self.lookahead_scale[data.anchor_steps][dims].to(grad.dtype) * data.anchor_lookahead_grad
         d = data.mu + data.variance * grad - data.old_mean
         log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
         N = data.weights.shape[0]
         loss = -log_lik.reshape(data.num_gaussian, N, -1).sum((0, 2)) / data.num_gaussian
-        for x0 in data.final_values:
-            residual = self._rows(torch.zeros(x0.shape[0], dtype=torch.long), x0, data.context) - data.log_reward
+        for x0, lookahead in zip(data.final_values, data.final_lookahead):
+            log_psi = self._rows(torch.zeros(x0.shape[0], dtype=torch.long), x0, data.context)
+            if self.lookahead:
+                log_psi = log_psi + self.lookahead_scale[0].to(x0.dtype) * lookahead
+            residual = log_psi - data.log_reward
             residual = residual - (data.weights * residual).sum()
             loss = loss + data.weights * residual**2
         return loss
