@@ -49,8 +49,8 @@ class NeuralTwist(nn.Module):
     :param bool lookahead: add the learned multiple of the look-ahead reward (above).
     """
 
-    def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=200,
-                 num_frequencies=4, context=None, context_dim=0, replay=3, lookahead=False):
+    def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=100,
+                 num_frequencies=4, context=None, context_dim=0, replay=2, lookahead=False):
         super().__init__()
         self.lookahead = bool(lookahead)
         self.proposal = "gradient_at_state" if self.lookahead else "gradient"
