@@ -45,7 +45,7 @@ class _LookaheadSMC(TwistedSMC):
 
     def _twist_for_run(self, structure, args, kwargs):
         predict_x0, reward = lookahead_parts(structure, self.model, args, kwargs, type(self).__name__)
-        return LookaheadTwist(predict_x0, reward, potential=self.potential, proposal=self.proposal or "bootstrap")
+        return LookaheadTwist(predict_x0, reward, potential=self.potential)  # proposal: this sampler's own
 
 
 class FKSteering(_LookaheadSMC):

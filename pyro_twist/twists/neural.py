@@ -172,7 +172,6 @@ class NeuralTwist(nn.Module):
             raise ValueError("NeuralTwist fits deterministic steps only at k = 0 (the last step)")
         if self.lookahead:  # the first state is drawn from the prior, untwisted
             gaussian = [r for r in gaussian if r.state is not None]
-        dims = (slice(None),) + (None,) * len(self.event_shape)
         stack = lambda field: torch.cat([getattr(r, field) for r in gaussian]).detach().to(W.dtype)  # noqa: E731
         mu, old_mean = stack("base_mean"), stack("proposal_mean")
         steps = torch.cat([torch.full((N,), r.step) for r in gaussian])
@@ -180,18 +179,24 @@ class NeuralTwist(nn.Module):
         final_lookahead = [torch.zeros(N, dtype=W.dtype) for _ in deterministic]
         if self.lookahead:
             anchor_steps, anchor = steps + 1, stack("state")
-            anchor_lookahead_grad = torch.cat([self._logged_lookahead(r.step + 1, r.state)[1] for r in gaussian])
+            anchor_lookahead_grad = torch.cat(
+                [self._logged_lookahead(r.step + 1, r.state)[1] for r in gaussian]).to(W.dtype)
             final_lookahead = [self._logged_lookahead(0, r.value)[0].to(W.dtype) for r in deterministic]
         return _FitData(
             anchor_steps=anchor_steps, anchor=anchor,
-            anchor_lookahead_grad=None if anchor_lookahead_grad is None else anchor_lookahead_grad.to(W.dtype),
+            anchor_lookahead_grad=anchor_lookahead_grad,
             mu=mu, variance=stack("base_variance"), old_mean=old_mean, noise=stack("value") - old_mean,
-            noise_weight=(W - 1.0 / N).repeat(len(gaussian))[dims], path_weight=W.repeat(len(gaussian))[dims],
+            noise_weight=self._per_row((W - 1.0 / N).repeat(len(gaussian))),
+            path_weight=self._per_row(W.repeat(len(gaussian))),
             num_gaussian=len(gaussian), weights=W,
             final_values=[r.value.detach().to(W.dtype) for r in deterministic], final_lookahead=final_lookahead,
             log_reward=log_reward.to(W.dtype), context=self._context_value,
             held_out=torch.randperm(N) < max(1, N // 8),
         )
+
+    def _per_row(self, values):
+        """One value per row, broadcast over the state's dimensions."""
+        return values[(slice(None),) + (None,) * len(self.event_shape)]
 
     def _per_path_loss(self, data):
         """The negative weighted log-likelihood of each path, shape ``(N,)``."""
@@ -199,8 +204,8 @@ class NeuralTwist(nn.Module):
         (grad,) = torch.autograd.grad(self._rows(data.anchor_steps, anchor, data.context).sum(), anchor,
                                       create_graph=True)
         if data.anchor_lookahead_grad is not None:
-            dims = (slice(None),) + (None,) * len(self.event_shape)
-            grad = grad + self.lookahead_scale[data.anchor_steps][dims].to(grad.dtype) * data.anchor_lookahead_grad
+            scale = self._per_row(self.lookahead_scale[data.anchor_steps]).to(grad.dtype)
+            grad = grad + scale * data.anchor_lookahead_grad
         d = data.mu + data.variance * grad - data.old_mean
         log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
         N = data.weights.shape[0]
