@@ -176,7 +176,7 @@ class NeuralTwist(nn.Module):
         mu, old_mean = stack("base_mean"), stack("proposal_mean")
         steps = torch.cat([torch.full((N,), r.step) for r in gaussian])
         anchor_steps, anchor, anchor_lookahead_grad = steps, mu, None
-        final_lookahead = [torch.zeros(N, dtype=W.dtype) for _ in deterministic]
+        final_lookahead = None
         if self.lookahead:
             anchor_steps, anchor = steps + 1, stack("state")
             anchor_lookahead_grad = torch.cat(
@@ -210,10 +210,10 @@ class NeuralTwist(nn.Module):
         log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
         N = data.weights.shape[0]
         loss = -log_lik.reshape(data.num_gaussian, N, -1).sum((0, 2)) / data.num_gaussian
-        for x0, lookahead in zip(data.final_values, data.final_lookahead):
+        for i, x0 in enumerate(data.final_values):
             log_psi = self._rows(torch.zeros(x0.shape[0], dtype=torch.long), x0, data.context)
-            if self.lookahead:
-                log_psi = log_psi + self.lookahead_scale[0].to(x0.dtype) * lookahead
+            if data.final_lookahead is not None:
+                log_psi = log_psi + self.lookahead_scale[0].to(x0.dtype) * data.final_lookahead[i]
             residual = log_psi - data.log_reward
             residual = residual - (data.weights * residual).sum()
             loss = loss + data.weights * residual**2
