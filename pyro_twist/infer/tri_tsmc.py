@@ -17,6 +17,7 @@ from ..smc.trust_region import trust_region_step
 from ..chains.denoising import DenoisingKernel
 from ..twists.linear import LinearTwist
 from ..twists.neural import NeuralTwist
+from .recycling import recycle
 from .twisted_smc import TwistedSMC
 
 IterationStats = namedtuple(
@@ -60,12 +61,15 @@ class TRITSMC:
         through the twist per state dimension and step, no denoiser call).
     :param optim: ``optim(parameters)``, the optimiser of a default family fit by gradient
         steps (the neural twist); a twist passed in brings its own.
+    :param bool recycle: ``run()`` returns the learning runs pooled with the final run
+        (see :func:`~pyro_twist.infer.recycling.recycle`) instead of the final run alone,
+        which stays in ``final_result``; the learning evaluations then count in the answer.
     :param bool progress_bar: show a progress bar over iterations.
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
                  resampling="systematic", ess_threshold=0.5, final_num_particles=None, final_proposal=None, optim=None,
-                 progress_bar=True):
+                 recycle=False, progress_bar=True):
         if int(num_iterations) != num_iterations or num_iterations < 0:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
@@ -88,6 +92,9 @@ class TRITSMC:
                                 ess_threshold=ess_threshold, progress_bar=False, proposal=final_proposal)
         self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, progress_bar=False,
                                   record_transitions=True)
+        self.recycle = recycle
+        self.learning_results = []
+        self.final_result = None
         self.history = []
 
     def _evaluations(self, structure):
@@ -104,6 +111,9 @@ class TRITSMC:
         if self.twist is None:
             self.twist = default_twist(structure, result.transitions, self.optim)
         self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
+        if self.recycle:
+            result.transitions = None  # the fit's records are the bulk of a run's memory
+            self.learning_results.append(result)
         used = self._evaluations(structure)
         stats = IterationStats(
             tau=trust_region.tau,
@@ -119,10 +129,13 @@ class TRITSMC:
         return stats
 
     def run(self, *args, **kwargs):
-        """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`."""
+        """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`
+        (pooled with this call's learning runs when ``recycle``)."""
+        self.learning_results = []
         iterations = tqdm(range(self.num_iterations), disable=not self.progress_bar, desc="TRI-TSMC")
         for _ in iterations:
             stats = self.step(*args, **kwargs)
             iterations.set_postfix(tau=f"{stats.tau:.3f}", ess=f"{stats.ess:.0f}", log_Z=f"{stats.log_evidence:.3f}")
         self.final.twist = self.twist
-        return self.final.run(*args, **kwargs)
+        self.final_result = self.final.run(*args, **kwargs)
+        return recycle(self.learning_results + [self.final_result]) if self.recycle else self.final_result
