@@ -7,5 +7,4 @@ from .twists import LinearTwist, LookaheadTwist, NeuralTwist
 __version__ = "0.1.0"
 __all__ = ["BestOfN", "DenoisingKernel", "DiffusersKernel", "FKSteering", "GaussianMixture", "GaussianMixtureKernel",
            "ImportanceSampling", "LinearGaussianKernel", "LinearTwist", "LookaheadTwist", "NeuralTwist", "SMCResult",
-           "TDS", "TRITSMC",
-           "TwistedSMC", "diffusion_chain", "markov_chain", "recycle"]
+           "TDS", "TRITSMC", "TwistedSMC", "diffusion_chain", "markov_chain", "recycle"]

@@ -7,8 +7,6 @@ ESS_i`` on its self-normalised weights, the importance-tempering rule of Gramacy
 Samworth and King (2010): near the variance-minimising combination when the runs'
 weights are of similar quality, and a poor early run is all but ignored.
 """
-import math
-
 import torch
 
 from ..smc.weights import ess
@@ -33,7 +31,6 @@ def recycle(results):
             )
     log_lambda = torch.log_softmax(torch.log(torch.stack([ess(r.log_weights) for r in results])), 0)
     log_weights = torch.cat([torch.log_softmax(r.log_weights, 0) + log_lambda[j] for j, r in enumerate(results)])
-    log_weights = log_weights + math.log(log_weights.shape[0])  # mean weight 1, as a run's own
     log_evidence = torch.logsumexp(log_lambda + torch.stack([r.log_evidence for r in results]), 0)
     paths = [r.trajectories() for r in results]
     after_chain = [site for site in paths[0] if site not in sites]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..smc.resampling import get_resampler
 from ..smc.weights import check_log_weights, ess, log_mean_exp
-from ..twists.gaussian import hessian_diagonal, newton_moments
+from ..twists.gaussian import hessian_diagonal, newton_moments, value_and_grad
 from .lookahead import lookahead_parts
 from .result import SMCResult
 from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
@@ -38,16 +38,6 @@ def _base_family(fn):
 
 def _is_gaussian(fn):
     return issubclass(_base_family(fn), dist.Normal)
-
-
-def _value_and_grad(log_psi, k, x):
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        value = log_psi(k, x)
-        if not value.requires_grad:  # a twist constant in x
-            return value, torch.zeros_like(x)
-        (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
-    return value.detach(), torch.zeros_like(x) if grad is None else grad
 
 
 TransitionRecord = namedtuple(
@@ -152,12 +142,12 @@ class _TwistedSMCMessenger(Messenger):
             if grad is None:
                 return base
         else:
-            grad = _value_and_grad(twist.log_psi, k, base.mean)[1]
+            grad = value_and_grad(twist.log_psi, k, base.mean)[1]
         return dist.Normal(base.mean + base.variance * grad, base.stddev).to_event(event_dim)
 
     def _twist_at(self, k, x):
         if self.proposal == "gradient_at_state":
-            log_psi, self.grad_log_psi = _value_and_grad(self.twist.log_psi, k, x)
+            log_psi, self.grad_log_psi = value_and_grad(self.twist.log_psi, k, x)
         else:
             log_psi = self.twist.log_psi(k, x)
         if self.log_psi is not None and hasattr(self.twist, "combine"):

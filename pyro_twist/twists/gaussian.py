@@ -12,6 +12,17 @@ def newton_moments(mean, variance, grad, hess_diag):
     return mean + grad / precision, 1 / precision
 
 
+def value_and_grad(fn, k, x):
+    """``fn(k, x)`` per row and its gradient in ``x`` (zero where ``fn`` does not depend on ``x``), both detached."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        value = fn(k, x)
+        if not value.requires_grad:  # constant in x, or computed without a graph (a black-box reward)
+            return value, torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+    return value.detach(), torch.zeros_like(x) if grad is None else grad
+
+
 def hessian_diagonal(grad, x):
     """The diagonal of the Hessian from a gradient ``grad`` of a sum over rows, one backward pass per dimension."""
     if not grad.requires_grad:  # log psi is linear in x

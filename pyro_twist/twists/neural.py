@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..chains.row_cache import match_rows
+from .gaussian import value_and_grad
 
 _FitData = namedtuple("_FitData", ["anchor_steps", "anchor", "anchor_lookahead_grad", "mu", "variance", "old_mean",
                                    "noise", "noise_weight", "path_weight", "num_gaussian", "weights", "final_values",
@@ -98,12 +99,9 @@ class NeuralTwist(nn.Module):
         if self._lookahead_reward is None:
             raise ValueError("NeuralTwist(lookahead=True) has no look-ahead reward: run it through TwistedSMC or "
                              "TRITSMC, which set it from the model, or call set_lookahead(fn)")
-        with torch.enable_grad():
-            point = x.detach().requires_grad_(True)
-            value = self._lookahead_reward(k, point)
-            grad = torch.autograd.grad(value.sum(), point)[0] if value.requires_grad else torch.zeros_like(point)
-        self._lookahead_log[k] = _Lookahead(point.detach(), value.detach(), grad)
-        return value.detach().to(x.dtype), grad.to(x.dtype)
+        value, grad = value_and_grad(self._lookahead_reward, k, x)
+        self._lookahead_log[k] = _Lookahead(x.detach(), value, grad)
+        return value.to(x.dtype), grad.to(x.dtype)
 
     def _logged_lookahead(self, k, x):
         entry = self._lookahead_log.get(k)
