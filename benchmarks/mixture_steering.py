@@ -10,14 +10,18 @@ and TDS get as many particles as that budget buys them. Every method resamples b
 the same rule (ESS below ``ess_threshold * N``). Backward passes are not counted: TDS
 takes one through the denoiser per step, TRI-TSMC only through its own small network.
 Reported over seeds: total variation
-between the samples' mode weights and the exact tilted mixture, final ESS/N, and
-the error of log Z_hat against the exact tilted mixture's log Z. For scale, each
-table ends with the sampling floor: the mean total variation of n exact draws from
-the tilted mixture, at the final run's and the baselines' particle numbers.
+between the samples' mode weights and the exact tilted mixture, final ESS/N, the
+error of log Z_hat against the exact tilted mixture's log Z, and how many steps
+resampled (the final ESS of a run counts only the steps since its last resampling;
+a pool of runs has no resampling of its own). For scale, each table ends with the
+sampling floor: the mean total variation of n exact draws from the tilted mixture,
+at the final run's and the baselines' particle numbers.
 
-    python benchmarks/mixture_steering.py --seeds 5
+    python benchmarks/mixture_steering.py --seeds 5 --workers 2
 """
 import argparse
+import functools
+import multiprocessing
 import statistics
 
 import pyro
@@ -45,6 +49,7 @@ def metrics(result, mixture, a):
         "tv": 0.5 * (weights - target.weights).abs().sum().item(),
         "ess": (result.ess_final / result.num_particles).item(),
         "log_z_error": (result.log_evidence - mixture.log_normalizer(a)).item(),
+        "resamplings": result.resampled.sum().item(),
     }
 
 
@@ -86,6 +91,24 @@ def run_seed(seed, num_steps, scale, num_particles, num_iterations, final_num_pa
     return rows
 
 
+def _single_threaded():
+    torch.set_num_threads(1)  # the workers share the cores
+
+
+def _run_job(job, problem):
+    scale, seed = job
+    return run_seed(seed, scale=scale, **problem)
+
+
+def run_jobs(jobs, workers, **problem):
+    """``run_seed`` for each ``(scale, seed)`` of ``jobs``, on ``workers`` processes (one core each)."""
+    run = functools.partial(_run_job, problem=problem)
+    if workers <= 1:
+        return [run(job) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
+        return pool.map(run, jobs)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -96,22 +119,30 @@ def main():
     parser.add_argument("--ess-threshold", type=float, default=0.5,
                         help="the resampling rule of every method's run: resample when ESS < threshold * N")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes running seeds side by side, one core each")
     args = parser.parse_args()
-    print("| reward scale | method | particles | denoiser evals | TV to tilted | final ESS/N | log Z error |")
-    print("|---|---|---|---|---|---|---|")
+    print("| reward scale | method | particles | denoiser evals | TV to tilted | final ESS/N | log Z error "
+          "| resamplings |")
+    print("|---|---|---|---|---|---|---|---|")
+    jobs = [(scale, seed) for scale in args.scales for seed in range(args.seeds)]
+    results = run_jobs(jobs, args.workers, num_steps=args.num_steps, num_particles=args.num_particles,
+                       num_iterations=args.num_iterations, final_num_particles=args.final_num_particles,
+                       ess_threshold=args.ess_threshold)
     for scale in args.scales:
-        runs = [run_seed(seed, args.num_steps, scale, args.num_particles, args.num_iterations,
-                         args.final_num_particles, args.ess_threshold) for seed in range(args.seeds)]
+        runs = [rows for (job_scale, _), rows in zip(jobs, results) if job_scale == scale]
         for name in runs[0]:
             cell = {}
             for key in ("tv", "ess", "log_z_error"):
                 values = [run[name][key] for run in runs]
                 cell[key] = f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+            resamplings = statistics.mean(run[name]["resamplings"] for run in runs)
             print(f"| {scale} | {name} | {runs[0][name]['particles']} | {runs[0][name]['evaluations']} | "
-                  f"{cell['tv']} | {cell['ess']} | {cell['log_z_error']} |", flush=True)
+                  f"{cell['tv']} | {cell['ess']} | {cell['log_z_error']} | {resamplings:.1f} |", flush=True)
         mixture, _, a, _ = make_problem(args.num_steps, scale)
         for n in (args.final_num_particles, runs[0]["TDS"]["particles"]):
-            print(f"| {scale} | {n} exact draws (sampling floor) | {n} | | {sampling_floor(mixture, a, n):.3f} | 1 | |")
+            print(f"| {scale} | {n} exact draws (sampling floor) | {n} | | {sampling_floor(mixture, a, n):.3f} | 1 "
+                  "| | |")
 
 
 if __name__ == "__main__":
