@@ -1,4 +1,6 @@
 """A denoising kernel over a diffusers ``UNet2DModel`` and its scheduler."""
+from pathlib import Path
+
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from .denoising import DenoisingKernel
@@ -24,11 +26,31 @@ class DiffusersKernel(DenoisingKernel):
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
 
     @classmethod
-    def from_pretrained(cls, path, num_steps, scheduler="ddpm", eta=1.0):
-        """Load a local diffusers pipeline folder (``unet/`` and ``scheduler/`` subfolders)."""
-        unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+    def from_pretrained(cls, path, num_steps, scheduler="ddpm", eta=1.0, device=None, **kwargs):
+        """Load a local diffusers pipeline folder (``unet/`` and ``scheduler/`` subfolders).
+
+        ``kwargs`` go to the constructor. Only local folders are read, never the network: a model from the Hub is downloaded by
+        you first (``huggingface_hub.snapshot_download``), then loaded from its folder.
+        """
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"DiffusersKernel.from_pretrained: no folder {str(folder)!r}. It loads a local diffusers "
+                "pipeline folder (with unet/ and scheduler/ inside) and never downloads: check the path, or "
+                "download the model first (huggingface_hub.snapshot_download) and pass the folder it returns."
+            )
+        missing = [sub for sub in ("unet", "scheduler") if not (folder / sub).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"DiffusersKernel.from_pretrained: {str(folder)!r} has no {' or '.join(m + '/' for m in missing)} "
+                "subfolder; a diffusers pipeline folder holds the UNet in unet/ and the scheduler in scheduler/"
+            )
+        if scheduler not in ("ddpm", "ddim"):
+            raise ValueError(f"scheduler must be 'ddpm' or 'ddim', got {scheduler!r}")
+        unet = UNet2DModel.from_pretrained(folder, subfolder="unet", local_files_only=True, low_cpu_mem_usage=False)
         scheduler_cls = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[scheduler]
-        return cls(unet.eval(), scheduler_cls.from_pretrained(path, subfolder="scheduler"), num_steps, eta)
+        schedule = scheduler_cls.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+        return cls(unet.to(device).eval(), schedule, num_steps, eta, **kwargs)
 
     def denoise(self, t, x):
         flat = x.reshape((-1,) + x.shape[-3:])

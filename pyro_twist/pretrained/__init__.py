@@ -1,0 +1,35 @@
+"""The shipped digits models, loaded offline in one call each.
+
+* ``digits_kernel(num_steps=50)``: a :class:`~pyro_twist.DiffusersKernel` over a DDPM
+  ``UNet2DModel`` trained on scikit-learn's 8x8 digits (images ``(1, 8, 8)`` in ``[-1, 1]``).
+* ``digit_classifier()``: a :class:`DigitClassifier` of those images (the reward of the examples:
+  ``classifier.log_prob(x0, label)``).
+* ``load_digits(split)``: the train or test images and labels, with the split the models were trained on.
+
+The weights lie in ``pyro_twist/pretrained/digits/`` (diffusers' ``save_pretrained`` layout) and
+are rebuilt by ``python -m pyro_twist.pretrained.train_digits``.
+"""
+from pathlib import Path
+
+from ..chains.diffusers_kernel import DiffusersKernel
+from .classifier import DigitClassifier
+from .data import load_digits
+
+DIGITS_DIR = Path(__file__).resolve().parent / "digits"
+
+
+def digits_kernel(num_steps=50, scheduler="ddpm", eta=1.0, device=None, **kwargs):
+    """The shipped digits DDPM as a kernel of ``num_steps`` inference steps (``"ddpm"``, or ``"ddim"``
+    with noise scale ``eta > 0``), on ``device``; ``kwargs`` go to :class:`~pyro_twist.DiffusersKernel`."""
+    return DiffusersKernel.from_pretrained(DIGITS_DIR, num_steps, scheduler=scheduler, eta=eta, device=device,
+                                           **kwargs)
+
+
+def digit_classifier(device=None):
+    """The shipped digit classifier (test accuracy in ``digits/training.json``), in eval mode on ``device``."""
+    classifier = DigitClassifier.from_pretrained(DIGITS_DIR / "classifier", local_files_only=True,
+                                                 low_cpu_mem_usage=False)
+    return classifier.to(device).eval()
+
+
+__all__ = ["DIGITS_DIR", "DigitClassifier", "digit_classifier", "digits_kernel", "load_digits"]
