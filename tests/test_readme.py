@@ -10,12 +10,17 @@ def test_ci_runs_the_readme_test_command():
     assert ci_command in readme_commands
 
 
-def test_demo_writes_its_picture(tmp_path, capsys):
+def test_demo_steers_toward_the_digit_and_counts_every_evaluation(tmp_path):
     from pyro_twist.demo import main
 
     out = tmp_path / "demo.png"
-    main(["--num-particles", "128", "--num-steps", "40", "--out", str(out)])
-    assert out.stat().st_size > 10_000
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if "TV" in line}
-    tv = {name: float(line.split("=")[1].split()[0]) for name, line in lines.items()}
-    assert tv["FK"] < tv["base"] and tv["TDS"] < tv["base"]
+    n, k, iterations = 64, 20, 2
+    summaries = main(["--digit", "7", "--num-particles", str(n), "--num-steps", str(k),
+                      "--num-iterations", str(iterations), "--no-progress", "--out", str(out)])
+    assert out.stat().st_size > 50_000
+    # One denoiser evaluation per particle and step; TRI-TSMC's learning runs count too.
+    assert [s["evaluations"] for s in summaries.values()] == [n * k] * 3 + [(iterations + 1) * n * k]
+    base = summaries["base sampling"]["hit_rate"]
+    assert base < 0.3  # about a tenth of base samples are 7s
+    for method in ("FK steering", "TDS", "TRI-TSMC"):
+        assert summaries[method]["hit_rate"] > base + 0.4, method
