@@ -1,6 +1,8 @@
 """The README's commands are the ones CI and users run."""
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,3 +26,14 @@ def test_demo_steers_toward_the_digit_and_counts_every_evaluation(tmp_path):
     assert base < 0.3  # about a tenth of base samples are 7s
     for method in ("FK steering", "TDS", "TRI-TSMC"):
         assert summaries[method]["hit_rate"] > base + 0.4, method
+
+
+def test_readme_example_runs_as_written():
+    text = (ROOT / "README.md").read_text()
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.get_samples()["x_0"].shape == (64, 1, 8, 8)
+    assert result.ess.shape == (51,)
+    assert torch.isfinite(result.log_evidence)
