@@ -58,15 +58,16 @@ def main(argv=None):
         "TDS": TDS(model, n, progress_bar=progress),
         "TRI-TSMC": TRITSMC(model, num_particles=n, num_iterations=args.num_iterations, progress_bar=progress),
     }
-    results, images, summaries = {}, {}, {}
+    results, images, classes, summaries = {}, {}, {}, {}
     for label, sampler in samplers.items():
         kernel.num_evaluations = 0
         result = sampler.run(args.digit)
         # Base sampling keeps its ancestral samples; the steered methods resample by weight.
         x0 = (result.trajectories() if label == "base sampling" else result.get_samples())["x_0"]
         with torch.no_grad():
-            hit_rate = (classifier(x0).argmax(-1) == args.digit).double().mean().item()
-        results[label], images[label] = result, x0.cpu()
+            predicted = classifier(x0).argmax(-1)
+        hit_rate = (predicted == args.digit).double().mean().item()
+        results[label], images[label], classes[label] = result, x0.cpu(), predicted.tolist()
         summaries[label] = dict(evaluations=kernel.num_evaluations, hit_rate=hit_rate,
                                 ess=result.ess_final.item() / n, log_z=result.log_evidence.item())
         s = summaries[label]
@@ -76,7 +77,9 @@ def main(argv=None):
     fig, axes = plt.subplots(2, 4, figsize=(19, 9.5))
     for ax, (label, x0) in zip(axes[0], images.items()):
         s = summaries[label]
-        plot_image_grid(x0[:64], ax, ncols=8)
+        shown = classes[label][:64]  # each image labelled with the classifier's digit, in red where it misses
+        plot_image_grid(x0[:64], ax, ncols=8, labels=[str(c) for c in shown],
+                        label_colors=["tab:green" if c == args.digit else "tab:red" for c in shown])
         ax.set_title(f"{label}\n{s['evaluations']:,} denoiser evaluations\n"
                      f"classified as {args.digit}: {s['hit_rate']:.0%}   log Z_hat = {s['log_z']:.2f}", fontsize=10)
     steered = {label: result for label, result in results.items() if label != "base sampling"}

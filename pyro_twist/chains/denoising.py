@@ -3,7 +3,8 @@
 diffusers' ``scheduler.step()`` draws the next state but does not return the
 transition's mean and variance, which twisted SMC needs (proposal densities,
 twisted means). This module computes them from ``alphas_cumprod`` exactly as
-``step()`` does, around an ``x_0`` predictor supplied by a subclass.
+``step()`` does, around an ``x_0`` predictor supplied by a subclass. The schedule is
+read once into Python numbers, so that a step makes no tensor outside the states' device.
 """
 import pyro.distributions as dist
 import torch
@@ -27,9 +28,14 @@ class DenoisingKernel:
     :param tuple event_shape: shape of one state.
     :param float eta: DDIM noise scale; must be positive (``eta = 0`` is deterministic).
     :param dtype: dtype of the states.
+    :param int batch_size: the most rows the denoiser sees in one call (``None``: all), which
+        bounds its memory for any number of particles; look-ahead gradients through it are
+        taken on as many rows at a time.
+
+    A subclass provides ``denoise(t, x)`` and ``device``, where its denoiser and the states live.
     """
 
-    def __init__(self, scheduler, num_steps, event_shape, eta=1.0, dtype=torch.float32):
+    def __init__(self, scheduler, num_steps, event_shape, eta=1.0, dtype=torch.float32, batch_size=None):
         if isinstance(scheduler, DDPMScheduler):
             self.kind = "ddpm"
             if scheduler.config.variance_type not in ("fixed_small", "fixed_large"):
@@ -50,25 +56,36 @@ class DenoisingKernel:
             )
         if scheduler.config.thresholding:
             raise ValueError("dynamic thresholding is not supported: set thresholding=False")
+        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         self.scheduler = scheduler
         self.eta = float(eta)
         self.event_shape = tuple(event_shape)
         self.event_dim = len(self.event_shape)
         self.dtype = dtype
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self._alphas_cumprod = scheduler.alphas_cumprod.tolist()
+        self._alpha_prod_after_last = float(scheduler.one if self.kind == "ddpm" else scheduler.final_alpha_cumprod)
         scheduler.set_timesteps(num_steps)
         self.num_steps = len(scheduler.timesteps)
         self.timesteps = [int(t) for t in scheduler.timesteps]
+        self._previous_timesteps = [self._previous_timestep(t) for t in self.timesteps]
         self.num_evaluations = 0
         self._last_evaluation = RowCache()
 
     def denoise(self, t, x):
-        """The unclipped prediction of ``x_0`` from ``x`` at timestep ``t`` (one denoiser call)."""
+        """The unclipped prediction of ``x_0`` from rows ``x`` at timestep ``t`` (one denoiser call)."""
+        raise NotImplementedError
+
+    @property
+    def device(self):
+        """The device of the denoiser, where the chain's states live."""
         raise NotImplementedError
 
     def prior(self, shape=None):
         if shape is not None and tuple(shape) != self.event_shape:
             raise ValueError(f"this kernel's states have shape {self.event_shape}, not {tuple(shape)}")
-        zeros = torch.zeros(self.event_shape, dtype=self.dtype)
+        zeros = torch.zeros(self.event_shape, dtype=self.dtype, device=self.device)
         return dist.Normal(zeros, float(self.scheduler.init_noise_sigma)).to_event(self.event_dim)
 
     def timestep(self, k):
@@ -80,11 +97,7 @@ class DenoisingKernel:
         return t - self.scheduler.config.num_train_timesteps // self.scheduler.num_inference_steps
 
     def _alpha_prod(self, t):
-        if t >= 0:
-            return self.scheduler.alphas_cumprod[t]
-        if self.kind == "ddpm":
-            return self.scheduler.one
-        return self.scheduler.final_alpha_cumprod
+        return self._alphas_cumprod[t] if t >= 0 else self._alpha_prod_after_last
 
     def _predict(self, t, x):
         # A look-ahead at x_k and the transition from the resampled x_k evaluate the
@@ -93,7 +106,10 @@ class DenoisingKernel:
         x0 = self._last_evaluation.get(t, rows)
         if x0 is None:
             self.num_evaluations += rows.shape[0]
-            x0 = self.denoise(t, x).reshape(rows.shape)
+            if self.batch_size is None or rows.shape[0] <= self.batch_size:
+                x0 = self.denoise(t, rows)
+            else:
+                x0 = torch.cat([self.denoise(t, chunk) for chunk in rows.split(self.batch_size)])
             self._last_evaluation.put(t, rows, x0)
         return x0.reshape(x.shape)
 
@@ -114,18 +130,17 @@ class DenoisingKernel:
         return self._clip(self._predict(self.timestep(k), x))
 
     def transition(self, k, x):
-        t = self.timestep(k)
-        t_prev = self._previous_timestep(t)
+        t, t_prev = self.timestep(k), self._previous_timesteps[self.num_steps - k]
         x0_raw = self._predict(t, x)
         x0 = self._clip(x0_raw)
-        alpha_prod = self._alpha_prod(t).to(x.dtype)
-        alpha_prod_prev = self._alpha_prod(t_prev).to(x.dtype)
+        alpha_prod = self._alpha_prod(t)
+        alpha_prod_prev = self._alpha_prod(t_prev)
         if self.kind == "ddpm":
             beta = 1 - alpha_prod / alpha_prod_prev
             mean = (alpha_prod_prev**0.5 * beta / (1 - alpha_prod)) * x0 + (
                 (1 - beta) ** 0.5 * (1 - alpha_prod_prev) / (1 - alpha_prod)
             ) * x
-            variance = ((1 - alpha_prod_prev) / (1 - alpha_prod) * beta).clamp(min=_VARIANCE_FLOOR)
+            variance = max((1 - alpha_prod_prev) / (1 - alpha_prod) * beta, _VARIANCE_FLOOR)
             if self.scheduler.config.variance_type == "fixed_large":
                 variance = beta
             deterministic = t == 0 or variance <= _VARIANCE_FLOOR
@@ -134,7 +149,8 @@ class DenoisingKernel:
             std = self.eta * variance**0.5
             x0_for_eps = x0 if self.scheduler.config.get("use_clipped_model_output", False) else x0_raw
             eps = (x - alpha_prod**0.5 * x0_for_eps) / (1 - alpha_prod) ** 0.5
-            mean = alpha_prod_prev**0.5 * x0 + (1 - alpha_prod_prev - std**2) ** 0.5 * eps
+            # round-off may leave a tiny negative where alpha_prod_prev is one
+            mean = alpha_prod_prev**0.5 * x0 + max(1 - alpha_prod_prev - std**2, 0.0) ** 0.5 * eps
             variance = std**2
             deterministic = variance <= 0
         if deterministic:

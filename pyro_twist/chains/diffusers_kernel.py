@@ -14,12 +14,15 @@ class DiffusersKernel(DenoisingKernel):
         (``epsilon``, ``sample``, ``v_prediction``) and ``clip_sample`` are honoured.
     :param int num_steps: number of inference steps.
     :param float eta: DDIM noise scale (> 0).
+    :param int batch_size: the most images the UNet sees in one call (``None``: all of them).
+
+    States live on the UNet's device (``kernel.device``) with its dtype.
     """
 
-    def __init__(self, unet, scheduler, num_steps, eta=1.0):
+    def __init__(self, unet, scheduler, num_steps, eta=1.0, batch_size=None):
         config = unet.config
         event_shape = (config.in_channels, config.sample_size, config.sample_size)
-        super().__init__(scheduler, num_steps, event_shape, eta=eta, dtype=unet.dtype)
+        super().__init__(scheduler, num_steps, event_shape, eta=eta, dtype=unet.dtype, batch_size=batch_size)
         self.unet = unet
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
@@ -29,8 +32,9 @@ class DiffusersKernel(DenoisingKernel):
     def from_pretrained(cls, path, num_steps, scheduler="ddpm", eta=1.0, device=None, **kwargs):
         """Load a local diffusers pipeline folder (``unet/`` and ``scheduler/`` subfolders).
 
-        ``kwargs`` go to the constructor. Only local folders are read, never the network: a model from the Hub is downloaded by
-        you first (``huggingface_hub.snapshot_download``), then loaded from its folder.
+        ``kwargs`` go to the constructor (``batch_size``, say). Only local folders are read, never the
+        network: a model from the Hub is downloaded by you first (``huggingface_hub.snapshot_download``),
+        then loaded from its folder.
         """
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -52,10 +56,14 @@ class DiffusersKernel(DenoisingKernel):
         schedule = scheduler_cls.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
         return cls(unet.to(device).eval(), schedule, num_steps, eta, **kwargs)
 
+    @property
+    def device(self):
+        # the first parameter's device: diffusers' unet.device walks every parameter, once per step here
+        return next(self.unet.parameters()).device
+
     def denoise(self, t, x):
-        flat = x.reshape((-1,) + x.shape[-3:])
-        output = self.unet(flat.to(self.unet.dtype), t).sample.to(x.dtype).reshape(x.shape)
-        alpha_prod = self.scheduler.alphas_cumprod[t].to(x.dtype)
+        output = self.unet(x.to(self.unet.dtype), t).sample.to(x.dtype)
+        alpha_prod = self._alpha_prod(t)
         if self.prediction_type == "epsilon":
             return (x - (1 - alpha_prod) ** 0.5 * output) / alpha_prod**0.5
         if self.prediction_type == "sample":

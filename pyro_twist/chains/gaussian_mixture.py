@@ -17,17 +17,19 @@ class GaussianMixture:
 
     def __init__(self, weights, means, stds):
         self.means = torch.as_tensor(means)
-        weights = torch.as_tensor(weights, dtype=self.means.dtype)
+        options = {"dtype": self.means.dtype, "device": self.means.device}
+        weights = torch.as_tensor(weights, **options)
         self.weights = weights / weights.sum()
-        stds = torch.as_tensor(stds, dtype=self.means.dtype)
+        stds = torch.as_tensor(stds, **options)
         self.variances = (stds[:, None] if stds.dim() == 1 else stds).expand_as(self.means) ** 2
 
     @classmethod
-    def ring(cls, num_components=8, radius=3.0, std=0.3, dtype=torch.float64):
+    def ring(cls, num_components=8, radius=3.0, std=0.3, dtype=torch.float64, device=None):
         """Equal-weight components evenly spaced on a circle."""
-        angle = 2 * math.pi * torch.arange(num_components, dtype=dtype) / num_components
+        options = {"dtype": dtype, "device": device}
+        angle = 2 * math.pi * torch.arange(num_components, **options) / num_components
         means = radius * torch.stack([angle.cos(), angle.sin()], -1)
-        return cls(torch.ones(num_components, dtype=dtype), means, torch.full((num_components,), std, dtype=dtype))
+        return cls(torch.ones(num_components, **options), means, torch.full((num_components,), std, **options))
 
     def _log_joint(self, x, scale, noise_variance):
         # log w_c + log N(x; scale * mu_c, scale^2 * S_c + noise_variance), per component.
@@ -41,7 +43,8 @@ class GaussianMixture:
 
     def sample(self, num_samples, generator=None):
         comp = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
-        noise = torch.randn(num_samples, self.means.shape[-1], generator=generator, dtype=self.means.dtype)
+        noise = torch.randn(num_samples, self.means.shape[-1], generator=generator, dtype=self.means.dtype,
+                            device=self.means.device)
         return self.means[comp] + self.variances[comp].sqrt() * noise
 
     def posterior_mean(self, x, alpha_prod):
@@ -59,20 +62,21 @@ class GaussianMixture:
 
     def mode_weights(self, x, weights=None):
         """Fraction of (optionally weighted) points assigned to each component."""
-        counts = torch.zeros(len(self.weights), dtype=self.means.dtype)
-        w = torch.ones(x.shape[0], dtype=self.means.dtype) if weights is None else weights.to(self.means.dtype)
+        options = {"dtype": self.means.dtype, "device": self.means.device}
+        counts = torch.zeros(len(self.weights), **options)
+        w = torch.ones(x.shape[0], **options) if weights is None else weights.to(**options)
         counts.index_add_(0, self.component_of(x), w)
         return counts / counts.sum()
 
     def tilted(self, a, alpha=1.0):
         """The mixture ``p(x) exp(a . x / alpha) / Z``: another Gaussian mixture."""
-        c = torch.as_tensor(a, dtype=self.means.dtype) / alpha
+        c = torch.as_tensor(a, dtype=self.means.dtype, device=self.means.device) / alpha
         log_w = self.weights.log() + self.means @ c + 0.5 * (self.variances * c**2).sum(-1)
         return GaussianMixture(torch.softmax(log_w, 0), self.means + self.variances * c, self.variances.sqrt())
 
     def log_normalizer(self, a, alpha=1.0):
         """``log E[exp(a . x / alpha)]``."""
-        c = torch.as_tensor(a, dtype=self.means.dtype) / alpha
+        c = torch.as_tensor(a, dtype=self.means.dtype, device=self.means.device) / alpha
         return torch.logsumexp(self.weights.log() + self.means @ c + 0.5 * (self.variances * c**2).sum(-1), 0)
 
 
@@ -83,13 +87,21 @@ class GaussianMixtureKernel(DenoisingKernel):
     :param int num_steps: number of inference steps.
     :param scheduler: defaults to a linear-beta ``DDPMScheduler`` with 1000 training steps
         and no clipping.
+    :param int batch_size: the most rows the denoiser sees in one call (``None``: all).
+
+    States live on the device of the mixture's parameters.
     """
 
-    def __init__(self, mixture, num_steps, scheduler=None, eta=1.0):
+    def __init__(self, mixture, num_steps, scheduler=None, eta=1.0, batch_size=None):
         if scheduler is None:
             scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
-        super().__init__(scheduler, num_steps, (mixture.means.shape[-1],), eta=eta, dtype=mixture.means.dtype)
+        super().__init__(scheduler, num_steps, (mixture.means.shape[-1],), eta=eta, dtype=mixture.means.dtype,
+                         batch_size=batch_size)
         self.mixture = mixture
 
+    @property
+    def device(self):
+        return self.mixture.means.device
+
     def denoise(self, t, x):
-        return self.mixture.posterior_mean(x, self.scheduler.alphas_cumprod[t].to(x.dtype))
+        return self.mixture.posterior_mean(x, self._alpha_prod(t))

@@ -13,7 +13,7 @@ class _ReplaceChain(Messenger):
         super().__init__()
         self.x0 = x0
         self.after_chain = False
-        self.log_reward = torch.zeros(x0.shape[0], dtype=x0.dtype)
+        self.log_reward = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
 
     def _pyro_markov_chain(self, msg):  # the effect of pyro_twist.markov_chain
         msg["value"] = self.x0
@@ -43,7 +43,9 @@ class LookaheadReward:
 
 
 def lookahead_parts(structure, model, args, kwargs, who):
-    """The kernel's ``predict_x0`` and the model's :class:`LookaheadReward`, for ``who`` (named in errors)."""
+    """The kernel's ``predict_x0``, the model's :class:`LookaheadReward`, and the kernel's ``batch_size``
+    (``None``: no limit), the most rows to differentiate through the denoiser at once; for ``who``
+    (named in errors)."""
     kernel = structure.kernel
     if kernel is None or not callable(getattr(kernel, "predict_x0", None)):
         where = (
@@ -56,4 +58,4 @@ def lookahead_parts(structure, model, args, kwargs, who):
             "diffusion_chain(name, kernel, shape) over a kernel with predict_x0 (the denoiser's "
             "estimate of x_0), or use a twist without look-ahead."
         )
-    return kernel.predict_x0, LookaheadReward(model, args, kwargs)
+    return kernel.predict_x0, LookaheadReward(model, args, kwargs), getattr(kernel, "batch_size", None)

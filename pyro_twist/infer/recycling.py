@@ -38,7 +38,7 @@ def recycle(results):
         log_evidence=log_evidence,
         log_weights=log_weights,
         ess=ess(log_weights).reshape(1),
-        resampled=torch.zeros(len(sites), dtype=torch.bool),
+        resampled=torch.zeros(len(sites), dtype=torch.bool, device=log_weights.device),
         chain_sites=list(sites),
         chain_values=[torch.cat([p[site] for p in paths]) for site in sites],
         ancestors=[None] * len(sites),

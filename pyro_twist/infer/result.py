@@ -44,7 +44,7 @@ class SMCResult:
     def trajectories(self):
         """Every latent site's value for each final particle, following the genealogy back in time."""
         paths = dict(self._after_chain)
-        index = torch.arange(self.num_particles)
+        index = torch.arange(self.num_particles, device=self.log_weights.device)
         for site, value, ancestors in zip(reversed(self.chain_sites), reversed(self._chain_values),
                                           reversed(self.ancestors)):
             paths[site] = value[index]

@@ -44,8 +44,9 @@ class _LookaheadSMC(TwistedSMC):
     potential = "diff"
 
     def _twist_for_run(self, structure, args, kwargs):
-        predict_x0, reward = lookahead_parts(structure, self.model, args, kwargs, type(self).__name__)
-        return LookaheadTwist(predict_x0, reward, potential=self.potential)  # proposal: this sampler's own
+        predict_x0, reward, batch_size = lookahead_parts(structure, self.model, args, kwargs, type(self).__name__)
+        # proposal: this sampler's own
+        return LookaheadTwist(predict_x0, reward, potential=self.potential, batch_size=batch_size)
 
 
 class FKSteering(_LookaheadSMC):

@@ -6,14 +6,15 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-ChainStructure = namedtuple("ChainStructure", ["name", "num_steps", "kernel", "steps"])
+ChainStructure = namedtuple("ChainStructure", ["name", "num_steps", "kernel", "steps", "device"])
 ChainStructure.__doc__ = """\
 The chain of a model.
 
 ``name``: the chain's name (form (a)) or ``None`` for a hand-written loop (form (b)).
 ``num_steps``: number of transitions K. ``kernel``: the kernel of ``diffusion_chain``,
 or ``None``. ``steps``: for form (b), a dict from site name to step ``k``; ``None``
-for form (a), whose sites carry their step in ``infer``.
+for form (a), whose sites carry their step in ``infer``. ``device``: where the chain's
+states live, and with them every tensor inference makes.
 """
 
 
@@ -30,6 +31,14 @@ def per_particle_site_error(site, chain):
     )
 
 
+def _device_of(fn):
+    """The device of a distribution's values: that of its mean, or of a draw where it has none."""
+    try:
+        return fn.mean.device
+    except NotImplementedError:
+        return fn.sample().device
+
+
 class _ChainFound(Exception):
     pass
 
@@ -39,6 +48,7 @@ class _FindChain(Messenger):
         super().__init__()
         self.latent_sites = []
         self.chain = None
+        self.first_state = None
 
     def _pyro_markov_chain(self, msg):  # the effect of pyro_twist.markov_chain
         self.chain = msg
@@ -47,6 +57,8 @@ class _FindChain(Messenger):
     def _pyro_sample(self, msg):
         if is_latent(msg):
             self.latent_sites.append(msg["name"])
+            if self.first_state is None:
+                self.first_state = msg["fn"]
 
 
 def find_chain(model, args, kwargs):
@@ -57,14 +69,15 @@ def find_chain(model, args, kwargs):
     """
     finder = _FindChain()
     try:
-        with torch.no_grad(), pyro.poutine.block(), finder, pyro.plate("particles", 1, dim=-1):
+        # The chain's device is not known before this run; the plate's indices are never read.
+        with torch.no_grad(), pyro.poutine.block(), finder, pyro.plate("particles", 1, dim=-1, device="cpu"):
             model(*args, **kwargs)
     except _ChainFound:
-        name, _, transition, num_steps = finder.chain["args"]
+        name, init, _, num_steps = finder.chain["args"]
         if finder.latent_sites:
             raise per_particle_site_error(finder.latent_sites[0], name) from None
         kernel = finder.chain["infer"].get("kernel")
-        return ChainStructure(name, num_steps, kernel, None)
+        return ChainStructure(name, num_steps, kernel, None, _device_of(init))
     sites = finder.latent_sites
     if not sites:
         raise ValueError(
@@ -73,14 +86,16 @@ def find_chain(model, args, kwargs):
             "whose value is the whole state."
         )
     num_steps = len(sites) - 1
-    return ChainStructure(None, num_steps, None, {site: num_steps - i for i, site in enumerate(sites)})
+    steps = {site: num_steps - i for i, site in enumerate(sites)}
+    return ChainStructure(None, num_steps, None, steps, _device_of(finder.first_state))
 
 
 def observed_log_prob(msg, num_particles):
     """The log-density an observed or factor site adds to each particle's weight, shape ``(N,)``."""
     log_prob = msg["fn"].log_prob(msg["value"])
     if msg["mask"] is not None:
-        log_prob = torch.where(torch.as_tensor(msg["mask"]), log_prob, torch.zeros_like(log_prob))
+        mask = torch.as_tensor(msg["mask"], device=log_prob.device)
+        log_prob = torch.where(mask, log_prob, torch.zeros_like(log_prob))
     log_prob = msg["scale"] * log_prob
     if log_prob.dim() > 1 or (log_prob.dim() == 1 and log_prob.shape[0] not in (1, num_particles)):
         raise ValueError(

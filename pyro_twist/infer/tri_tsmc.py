@@ -11,6 +11,7 @@ the learned twist.
 import time
 from collections import namedtuple
 
+import torch
 from tqdm.auto import tqdm
 
 from ..smc.trust_region import trust_region_step
@@ -22,25 +23,28 @@ from .twisted_smc import TwistedSMC
 
 IterationStats = namedtuple(
     "IterationStats",
-    ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds"],
+    ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds",
+     "num_particles"],
 )
 IterationStats.__doc__ = """\
 One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step;
 ``ess`` of the run's path weights and ``ess_per_step``; the run's ``log_evidence``;
 ``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (the kernel's
 own count, or one per particle and transition for kernels that keep none); and
-wall-clock ``seconds``.
+wall-clock ``seconds``; ``num_particles`` of the run.
 """
 
 
 def default_twist(structure, transitions, optim=None):
     """The twist family for the chain's kernel, from a first run's ``transitions``: a neural
     twist for denoising (diffusion) kernels, a per-step log-linear twist otherwise (exact
-    for linear-Gaussian chains, fit in closed form, so ``optim`` is not used)."""
+    for linear-Gaussian chains, fit in closed form, so ``optim`` is not used). It is built
+    on the device of the states."""
     value = transitions[0].value
-    if isinstance(structure.kernel, DenoisingKernel):
-        return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
-    return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
+    with torch.device(value.device):
+        if isinstance(structure.kernel, DenoisingKernel):
+            return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
+        return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
 
 
 class TRITSMC:
@@ -124,6 +128,7 @@ class TRITSMC:
             mean_reward=result.log_reward.mean().item(),
             denoiser_evaluations=(self.num_particles * structure.num_steps if used is None else used - evaluations),
             seconds=time.perf_counter() - start,
+            num_particles=self.num_particles,
         )
         self.history.append(stats)
         return stats

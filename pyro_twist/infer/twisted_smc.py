@@ -21,7 +21,7 @@ from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
 from ..smc.resampling import get_resampler
-from ..smc.weights import check_log_weights, ess, log_mean_exp
+from ..smc.weights import checked_ess, log_mean_exp
 from ..twists.gaussian import hessian_diagonal, newton_moments, value_and_grad
 from .lookahead import lookahead_parts
 from .result import SMCResult
@@ -77,16 +77,18 @@ class _TwistedSMCMessenger(Messenger):
         self.resampler = resampler
         self.ess_threshold = ess_threshold
         self.resampling_steps = resampling_steps
+        self.gradient_batch_size = getattr(twist, "batch_size", None)
         self.progress = tqdm(total=structure.num_steps + 1, disable=not progress_bar, desc="twisted SMC", leave=False)
-        self.log_w = torch.zeros(num_particles, dtype=torch.float64)
-        self.log_evidence = torch.zeros((), dtype=torch.float64)
+        self.device = structure.device
+        self.log_w = torch.zeros(num_particles, dtype=torch.float64, device=self.device)
+        self.log_evidence = torch.zeros((), dtype=torch.float64, device=self.device)
         self.log_psi = None  # log psi_k(x_k) of the current particles
         self.grad_log_psi = None  # its gradient at x_k, for proposals that use it
         self.chain_started = self.chain_ended = False
         self.num_reward_sites = 0
         self.sites, self.values, self.ancestors, self.ess, self.resampled = [], [], [], [], []
         self.after_chain = {}
-        self.log_reward = torch.zeros(num_particles, dtype=torch.float64)
+        self.log_reward = torch.zeros(num_particles, dtype=torch.float64, device=self.device)
         self.transitions = [] if record_transitions else None
 
     def _step_of(self, msg):
@@ -142,12 +144,15 @@ class _TwistedSMCMessenger(Messenger):
             if grad is None:
                 return base
         else:
-            grad = value_and_grad(twist.log_psi, k, base.mean)[1]
+            grad = self._value_and_grad(k, base.mean)[1]
         return dist.Normal(base.mean + base.variance * grad, base.stddev).to_event(event_dim)
+
+    def _value_and_grad(self, k, x):
+        return value_and_grad(self.twist.log_psi, k, x, self.gradient_batch_size)
 
     def _twist_at(self, k, x):
         if self.proposal == "gradient_at_state":
-            log_psi, self.grad_log_psi = value_and_grad(self.twist.log_psi, k, x)
+            log_psi, self.grad_log_psi = self._value_and_grad(k, x)
         else:
             log_psi = self.twist.log_psi(k, x)
         if self.log_psi is not None and hasattr(self.twist, "combine"):
@@ -162,9 +167,14 @@ class _TwistedSMCMessenger(Messenger):
                 f"{self.num_particles} particles along a leading dimension and needs batch shape "
                 f"({self.num_particles},): declare the state's dimensions with .to_event(...)"
             )
-        self.chain_started = True
         proposal = self._proposal(k, base)
         x = proposal.sample()
+        if not self.chain_started and x.device != self.device:
+            raise ValueError(
+                f"chain site {name!r} has states on {x.device}, but the chain was found on {self.device}: "
+                "build a new sampler after moving the model to another device"
+            )
+        self.chain_started = True
         log_w = self.log_w
         if proposal is not base:
             log_w = log_w + base.log_prob(x) - proposal.log_prob(x)
@@ -172,9 +182,8 @@ class _TwistedSMCMessenger(Messenger):
             log_psi = self._twist_at(k, x)
             log_w = log_w + log_psi - (0.0 if self.log_psi is None else self.log_psi)
             self.log_psi = log_psi
-        check_log_weights(log_w, f"at chain site {name!r} (step k={k})")
+        self.ess.append(checked_ess(log_w, f"at chain site {name!r} (step k={k})"))
         self.log_w = log_w
-        self.ess.append(ess(log_w))
         ancestors = proposal_index = None
         allowed = self.resampling_steps is None or k in self.resampling_steps
         if allowed and self.ess[-1] < self.ess_threshold * self.num_particles:
@@ -206,7 +215,7 @@ class _TwistedSMCMessenger(Messenger):
         self.progress.close()
         if self.log_psi is not None:
             self.log_w = self.log_w - self.log_psi
-        check_log_weights(self.log_w, "after the reward sites at the end of the model")
+        checked_ess(self.log_w, "after the reward sites at the end of the model")
         self.log_evidence = self.log_evidence + log_mean_exp(self.log_w)
 
 
@@ -225,7 +234,10 @@ class TwistedSMC:
         ``propose(k, base)`` or set ``proposal`` to ``"newton"`` (mean and variance from the
         gradient and the Hessian's diagonal: exact for log-quadratic twists, one backward
         pass per state dimension), ``"bootstrap"`` or ``"gradient_at_state"``;
-        a twist with ``bind(*args, **kwargs)`` is bound to each run's arguments.
+        a twist with ``bind(*args, **kwargs)`` is bound to each run's arguments, and one with
+        ``batch_size`` has its gradients taken on at most that many particles at a time.
+        Everything the sampler makes lives on the device of the chain's states; a twist that
+        is an ``nn.Module`` is moved there by its owner.
     :param str proposal: one of those proposal names, in place of the twist's own.
     :param resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``,
         or a callable ``(log_w, num_samples) -> ancestors``.
@@ -267,8 +279,9 @@ class TwistedSMC:
         if hasattr(self.twist, "bind"):  # a twist that takes the run's arguments as input
             self.twist.bind(*args, **kwargs)
         if getattr(self.twist, "lookahead", False):  # a twist with the look-ahead reward as a feature
-            predict_x0, reward = lookahead_parts(structure, self.model, args, kwargs, type(self.twist).__name__)
-            self.twist.set_lookahead(lambda k, x: reward(predict_x0(k, x)))
+            predict_x0, reward, batch_size = lookahead_parts(structure, self.model, args, kwargs,
+                                                             type(self.twist).__name__)
+            self.twist.set_lookahead(lambda k, x: reward(predict_x0(k, x)), batch_size)
         return self.twist
 
     def run(self, *args, **kwargs):
@@ -279,7 +292,7 @@ class TwistedSMC:
             self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions,
         )
         try:
-            with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1):
+            with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1, device=structure.device):
                 self.model(*args, **kwargs)
         except ValueError as error:
             if "inside plate('particles')" not in str(error):
@@ -298,8 +311,8 @@ class TwistedSMC:
         return SMCResult(
             log_evidence=engine.log_evidence,
             log_weights=engine.log_w,
-            ess=torch.stack(engine.ess),
-            resampled=torch.tensor(engine.resampled),
+            ess=torch.tensor(engine.ess, dtype=torch.float64, device=structure.device),
+            resampled=torch.tensor(engine.resampled, device=structure.device),
             chain_sites=engine.sites,
             chain_values=engine.values,
             ancestors=engine.ancestors,

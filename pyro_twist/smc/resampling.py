@@ -4,7 +4,9 @@ Every scheme has one signature, ``scheme(log_w, num_samples=None) -> ancestors``
 ``log_w`` holds unnormalised log-weights of shape ``(N,)``; the result is a
 ``LongTensor`` of ancestor indices whose expected counts are ``num_samples * W_i``
 (``W`` the normalised weights). Particles of weight zero are never chosen.
-Randomness comes from torch's global generator (``pyro.set_rng_seed``).
+Randomness comes from torch's global generator (``pyro.set_rng_seed``). Ancestors live on
+the weights' device, and only residual resampling reads a number back from it (how many
+copies it has placed).
 """
 import torch
 
@@ -17,8 +19,8 @@ def _inverse_cdf(weights, uniforms):
     cdf = torch.cumsum(weights, 0)
     cdf = cdf / cdf[-1]
     idx = torch.searchsorted(cdf, uniforms, right=True)
-    last_positive = torch.nonzero(weights > 0).max()
-    return idx.clamp(max=int(last_positive))
+    last_positive = weights.shape[0] - 1 - torch.argmax((weights.flip(0) > 0).to(torch.uint8))
+    return torch.minimum(idx, last_positive)
 
 
 def multinomial(log_w, num_samples=None):
@@ -30,14 +32,16 @@ def multinomial(log_w, num_samples=None):
 def stratified(log_w, num_samples=None):
     weights = normalized_weights(log_w)
     n = weights.shape[0] if num_samples is None else num_samples
-    u = (torch.arange(n, dtype=weights.dtype) + torch.rand(n, dtype=weights.dtype)) / n
+    options = {"dtype": weights.dtype, "device": weights.device}
+    u = (torch.arange(n, **options) + torch.rand(n, **options)) / n
     return _inverse_cdf(weights, u)
 
 
 def systematic(log_w, num_samples=None):
     weights = normalized_weights(log_w)
     n = weights.shape[0] if num_samples is None else num_samples
-    u = (torch.arange(n, dtype=weights.dtype) + torch.rand((), dtype=weights.dtype)) / n
+    options = {"dtype": weights.dtype, "device": weights.device}
+    u = (torch.arange(n, **options) + torch.rand((), **options)) / n
     return _inverse_cdf(weights, u)
 
 
@@ -46,8 +50,10 @@ def residual(log_w, num_samples=None):
     n = weights.shape[0] if num_samples is None else num_samples
     expected = n * weights
     copies = torch.floor(expected).long()
-    deterministic = torch.repeat_interleave(torch.arange(weights.shape[0]), copies)
-    num_rest = n - int(copies.sum())
+    num_copies = int(copies.sum())
+    deterministic = torch.repeat_interleave(torch.arange(weights.shape[0], device=weights.device), copies,
+                                            output_size=num_copies)
+    num_rest = n - num_copies
     if num_rest == 0:
         return deterministic
     rest = expected - copies

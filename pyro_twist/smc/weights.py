@@ -34,3 +34,16 @@ def check_log_weights(log_w, where):
         )
     if (log_w == math.inf).any():
         raise ValueError(f"a log-weight is +inf {where}: a factor or log_psi returned +inf.")
+
+
+def checked_ess(log_w, where):
+    """The ESS of ``log_w`` as a Python float: one number read from the device.
+
+    It is NaN exactly when :func:`check_log_weights` has something to say (a NaN or +inf
+    log-weight, or all of them -inf), which is then raised.
+    """
+    value = ess(log_w).item()
+    if math.isnan(value):
+        check_log_weights(log_w, where)
+        raise ValueError(f"the effective sample size is NaN {where}")
+    return value

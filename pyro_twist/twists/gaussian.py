@@ -1,6 +1,8 @@
 """Twisted Gaussian kernels: a Gaussian transition times a locally quadratic twist is Gaussian again."""
 import torch
 
+from ..chains.row_cache import evaluation_in_chunks
+
 
 def newton_moments(mean, variance, grad, hess_diag):
     """Moments of the Gaussian ``N(mean, variance) * exp(g.(x - mean) + (x - mean)' diag(h) (x - mean) / 2)``.
@@ -12,8 +14,21 @@ def newton_moments(mean, variance, grad, hess_diag):
     return mean + grad / precision, 1 / precision
 
 
-def value_and_grad(fn, k, x):
-    """``fn(k, x)`` per row and its gradient in ``x`` (zero where ``fn`` does not depend on ``x``), both detached."""
+def value_and_grad(fn, k, x, batch_size=None):
+    """``fn(k, x)`` per row and its gradient in ``x`` (zero where ``fn`` does not depend on ``x``), both detached.
+
+    With ``batch_size``, on at most that many rows at a time: ``fn`` gives each row a value that
+    depends on that row alone, so the chunks give the same result and the backward pass's memory
+    is that of one chunk.
+    """
+    if batch_size is None or x.shape[0] <= batch_size:
+        return _value_and_grad(fn, k, x)
+    with evaluation_in_chunks():
+        values, grads = zip(*(_value_and_grad(fn, k, chunk) for chunk in x.split(batch_size)))
+    return torch.cat(values), torch.cat(grads)
+
+
+def _value_and_grad(fn, k, x):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         value = fn(k, x)
@@ -30,6 +45,7 @@ def hessian_diagonal(grad, x):
     flat = grad.flatten(1)
     columns = []
     for i in range(flat.shape[1]):
-        (row,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
-        columns.append(row.flatten(1)[:, i])
+        # None where log psi is linear in x: its gradient then depends on the parameters alone
+        (row,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True, allow_unused=True)
+        columns.append(torch.zeros_like(flat[:, i]) if row is None else row.flatten(1)[:, i])
     return torch.stack(columns, 1).reshape(x.shape)

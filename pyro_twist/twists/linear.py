@@ -20,7 +20,9 @@ class LinearTwist(nn.Module):
         super().__init__()
         shape = (num_steps + 1,) + tuple(event_shape)
         self.weight = nn.Parameter(torch.zeros(shape) if weight is None else torch.as_tensor(weight).clone())
-        self.bias = nn.Parameter(torch.zeros(num_steps + 1) if bias is None else torch.as_tensor(bias).clone())
+        device = self.weight.device  # a bias left out joins the weight given
+        self.bias = nn.Parameter(torch.zeros(num_steps + 1, device=device) if bias is None
+                                 else torch.as_tensor(bias, device=device).clone())
         if self.weight.shape != shape or self.bias.shape != (num_steps + 1,):
             raise ValueError(
                 f"LinearTwist: weight must have shape {shape} and bias ({num_steps + 1},); "
@@ -75,7 +77,7 @@ class LinearTwist(nn.Module):
     def _smooth(self, per_step):
         if self.smoothing <= 0:
             return per_step
-        steps = torch.arange(per_step.shape[0], dtype=per_step.dtype)
+        steps = torch.arange(per_step.shape[0], dtype=per_step.dtype, device=per_step.device)
         kernel = torch.exp(-0.5 * ((steps[:, None] - steps[None, :]) / self.smoothing) ** 2)
         return torch.tensordot(kernel, per_step, dims=1)
 
@@ -87,7 +89,7 @@ class LinearTwist(nn.Module):
         features = x.flatten(1).to(torch.float64)
         design = torch.cat([features, torch.ones_like(features[:, :1])], 1)
         gram = design.T @ (W[:, None] * design)
-        ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+        ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
         solution = torch.linalg.solve(gram + ridge, design.T @ (W * target.to(torch.float64)))
         self.weight[k] = solution[:-1].reshape(self.weight.shape[1:]).to(self.weight.dtype)
         self.bias[k] = solution[-1].to(self.bias.dtype)

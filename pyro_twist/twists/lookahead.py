@@ -24,11 +24,15 @@ class LookaheadTwist:
     :param str potential: ``"diff"``, ``"max"`` or ``"sum"``.
     :param str proposal: ``"bootstrap"`` (the base transition) or ``"gradient_at_state"``
         (the base mean shifted by variance times the gradient of ``log psi_k`` at ``x_k``).
+    :param int batch_size: the most rows whose ``log psi`` inference differentiates at once
+        (``None``: all): each row's value depends on that row alone, so chunks bound the memory
+        of the backward pass through the denoiser without changing the result.
     """
 
-    def __init__(self, predict_x0, log_reward, potential="diff", proposal="bootstrap"):
+    def __init__(self, predict_x0, log_reward, potential="diff", proposal="bootstrap", batch_size=None):
         self.predict_x0, self.log_reward = predict_x0, log_reward
         self.potential, self.proposal = check_potential(potential), proposal
+        self.batch_size = batch_size
 
     def log_psi(self, k, x):
         return self.log_reward(self.predict_x0(k, x))

@@ -17,7 +17,7 @@ _Lookahead = namedtuple("_Lookahead", ["x", "value", "grad"])
 
 def _time_features(k, num_steps, num_frequencies):
     t = k.to(torch.get_default_dtype()) / max(num_steps, 1)
-    frequencies = math.pi * torch.arange(1, num_frequencies + 1, dtype=t.dtype)
+    frequencies = math.pi * torch.arange(1, num_frequencies + 1, dtype=t.dtype, device=t.device)
     return torch.cat([t[:, None], torch.sin(t[:, None] * frequencies), torch.cos(t[:, None] * frequencies)], -1)
 
 
@@ -57,7 +57,7 @@ class NeuralTwist(nn.Module):
         self.proposal = "gradient_at_state" if self.lookahead else "gradient"
         if self.lookahead:
             self.lookahead_scale = nn.Parameter(torch.ones(num_steps + 1))
-        self._lookahead_reward = None
+        self._lookahead_reward, self._lookahead_batch_size = None, None
         self._lookahead_log = {}
         if (context is None) != (context_dim == 0):
             raise ValueError("NeuralTwist: pass both context and context_dim, or neither")
@@ -82,16 +82,18 @@ class NeuralTwist(nn.Module):
     def bind(self, *args, **kwargs):
         """Take the context from the arguments of the run about to start."""
         if self.context is not None:
-            value = torch.as_tensor(self.context(*args, **kwargs)).detach()
+            value = torch.as_tensor(self.context(*args, **kwargs), device=self.net[0].weight.device).detach()
             if value.shape != (self.context_dim,):
                 raise ValueError(
                     f"NeuralTwist: context gave shape {tuple(value.shape)}, expected ({self.context_dim},)"
                 )
             self._context_value = value
 
-    def set_lookahead(self, lookahead_reward):
-        """``lookahead_reward(k, x)``: the reward at the denoiser's estimate of ``x_0`` from ``x_k``."""
+    def set_lookahead(self, lookahead_reward, batch_size=None):
+        """``lookahead_reward(k, x)``: the reward at the denoiser's estimate of ``x_0`` from ``x_k``, one value
+        per row; its gradient is taken on at most ``batch_size`` rows at a time (``None``: all)."""
         self._lookahead_reward = lookahead_reward
+        self._lookahead_batch_size = batch_size
         self._lookahead_log = {}
 
     def _lookahead_at(self, k, x):
@@ -99,7 +101,7 @@ class NeuralTwist(nn.Module):
         if self._lookahead_reward is None:
             raise ValueError("NeuralTwist(lookahead=True) has no look-ahead reward: run it through TwistedSMC or "
                              "TRITSMC, which set it from the model, or call set_lookahead(fn)")
-        value, grad = value_and_grad(self._lookahead_reward, k, x)
+        value, grad = value_and_grad(self._lookahead_reward, k, x, self._lookahead_batch_size)
         self._lookahead_log[k] = _Lookahead(x.detach(), value, grad)
         return value.to(x.dtype), grad.to(x.dtype)
 
@@ -121,7 +123,7 @@ class NeuralTwist(nn.Module):
         return self.net(features.to(self.net[0].weight.dtype)).squeeze(-1).to(x.dtype)
 
     def log_psi(self, k, x):
-        log_psi = self._rows(torch.full(x.shape[:1], k), x, self._context_value)
+        log_psi = self._rows(torch.full(x.shape[:1], k, device=x.device), x, self._context_value)
         if self.lookahead:
             value, grad = self._lookahead_at(k, x)
             # value and first derivative of alpha_k r_k at x, without a graph through the denoiser
@@ -172,7 +174,7 @@ class NeuralTwist(nn.Module):
             gaussian = [r for r in gaussian if r.state is not None]
         stack = lambda field: torch.cat([getattr(r, field) for r in gaussian]).detach().to(W.dtype)  # noqa: E731
         mu, old_mean = stack("base_mean"), stack("proposal_mean")
-        steps = torch.cat([torch.full((N,), r.step) for r in gaussian])
+        steps = torch.cat([torch.full((N,), r.step, device=W.device) for r in gaussian])
         anchor_steps, anchor, anchor_lookahead_grad = steps, mu, None
         final_lookahead = None
         if self.lookahead:
@@ -189,7 +191,7 @@ class NeuralTwist(nn.Module):
             num_gaussian=len(gaussian), weights=W,
             final_values=[r.value.detach().to(W.dtype) for r in deterministic], final_lookahead=final_lookahead,
             log_reward=log_reward.to(W.dtype), context=self._context_value,
-            held_out=torch.randperm(N) < max(1, N // 8),
+            held_out=torch.randperm(N, device=W.device) < max(1, N // 8),
         )
 
     def _per_row(self, values):
@@ -209,7 +211,7 @@ class NeuralTwist(nn.Module):
         N = data.weights.shape[0]
         loss = -log_lik.reshape(data.num_gaussian, N, -1).sum((0, 2)) / data.num_gaussian
         for i, x0 in enumerate(data.final_values):
-            log_psi = self._rows(torch.zeros(x0.shape[0], dtype=torch.long), x0, data.context)
+            log_psi = self._rows(torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device), x0, data.context)
             if data.final_lookahead is not None:
                 log_psi = log_psi + self.lookahead_scale[0].to(x0.dtype) * data.final_lookahead[i]
             residual = log_psi - data.log_reward
