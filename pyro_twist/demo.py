@@ -12,6 +12,7 @@ It writes an image grid per method and the learning plots.
 """
 import argparse
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pyro
 import torch
@@ -44,6 +45,7 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--out", default="steering_demo.png")
     args = parser.parse_args(argv)
+    matplotlib.use("Agg")  # the demo writes a file; no window
 
     pyro.set_rng_seed(args.seed)
     device = torch.device(args.device)

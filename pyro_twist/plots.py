@@ -1,9 +1,10 @@
-"""Plots of steering results: ESS per step, TRI-TSMC iterations, 2-D samples, image grids."""
-import matplotlib
-import torch
+"""Plots of steering results: ESS per step, TRI-TSMC iterations, 2-D samples, image grids.
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+Importing this module leaves matplotlib's backend alone (notebooks keep theirs).
+"""
+import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
 
 def _axes(ax):
