@@ -32,10 +32,10 @@ def test_transition_reproduces_scheduler_step(unet, name):
             transition = kernel.transition(k, x)
             output = unet(x, t).sample
             if kernel.kind == "ddim":
-                step = scheduler.step(output, t, x, eta=eta, variance_noise=noise)
+                step = kernel.scheduler.step(output, t, x, eta=eta, variance_noise=noise)
             else:  # DDPMScheduler.step draws its noise from the generator it is given
                 seed = 1000 + k
-                step = scheduler.step(output, t, x, generator=torch.Generator().manual_seed(seed))
+                step = kernel.scheduler.step(output, t, x, generator=torch.Generator().manual_seed(seed))
                 noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
         std = transition.stddev if isinstance(transition, pyro.distributions.Independent) else 0.0
         assert torch.allclose(transition.mean + std * noise, step.prev_sample, atol=1e-5), (name, k)

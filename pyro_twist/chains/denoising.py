@@ -23,8 +23,9 @@ class DenoisingKernel:
     State ``x_k`` (``k`` steps to go) sits at the scheduler's timestep
     ``timesteps[num_steps - k]``; ``x_0`` is the clean sample.
 
-    :param scheduler: a diffusers ``DDPMScheduler`` or ``DDIMScheduler``.
-    :param int num_steps: number of inference steps (``scheduler.set_timesteps``).
+    :param scheduler: a diffusers ``DDPMScheduler`` or ``DDIMScheduler``; the kernel keeps a copy
+        (``kernel.scheduler``) and never changes the one passed in.
+    :param int num_steps: number of inference steps (``set_timesteps`` of that copy).
     :param tuple event_shape: shape of one state.
     :param float eta: DDIM noise scale; must be positive (``eta = 0`` is deterministic).
     :param dtype: dtype of the states.
@@ -58,7 +59,8 @@ class DenoisingKernel:
             raise ValueError("dynamic thresholding is not supported: set thresholding=False")
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        self.scheduler = scheduler
+        # A copy of the user's scheduler: set_timesteps below must not reach another kernel built on it.
+        scheduler = self.scheduler = type(scheduler).from_config(scheduler.config)
         self.eta = float(eta)
         self.event_shape = tuple(event_shape)
         self.event_dim = len(self.event_shape)

@@ -155,12 +155,24 @@ class _TwistedSMCMessenger(Messenger):
             log_psi, self.grad_log_psi = self._value_and_grad(k, x)
         else:
             log_psi = self.twist.log_psi(k, x)
+        if tuple(log_psi.shape) != (self.num_particles,):
+            raise ValueError(
+                f"twist.log_psi({k}, x) returned shape {tuple(log_psi.shape)} for {self.num_particles} particles: "
+                f"it must return one value per particle, shape ({self.num_particles},) (reduce over the state's "
+                "own dimensions, not over particles)"
+            )
         if self.log_psi is not None and hasattr(self.twist, "combine"):
             log_psi = self.twist.combine(self.log_psi, log_psi)
         return log_psi
 
     def _propagate(self, msg, k):
         name, base = msg["name"], msg["fn"]
+        if self.chain_ended:
+            raise ValueError(
+                f"chain site {name!r} comes after the chain {self.structure.name or ''!r} has ended: the model "
+                "runs a second chain under the same name. Site names must be unique (as everywhere in Pyro), and "
+                "inference steers one chain per model: write them as one chain whose state holds both."
+            )
         if tuple(base.batch_shape) != (self.num_particles,):
             raise ValueError(
                 f"chain site {name!r} has batch shape {tuple(base.batch_shape)}; inference runs "
@@ -267,13 +279,11 @@ class TwistedSMC:
         self.progress_bar = progress_bar
         self.record_transitions = record_transitions
         self.proposal = proposal
-        self._structure = None
 
     def chain_structure(self, *args, **kwargs):
-        """The model's chain (found once, on the first run)."""
-        if self._structure is None:
-            self._structure = find_chain(self.model, args, kwargs)
-        return self._structure
+        """The model's chain for these arguments: found anew for every run, since the kernel, the
+        number of steps or the device may depend on the arguments (one model, several kernels)."""
+        return find_chain(self.model, args, kwargs)
 
     def _twist_for_run(self, structure, args, kwargs):
         if hasattr(self.twist, "bind"):  # a twist that takes the run's arguments as input

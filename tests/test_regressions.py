@@ -1,0 +1,77 @@
+"""Valid models that once gave silently wrong results or obscure failures, each named after what broke."""
+import pyro
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from pyro_twist import (FKSteering, GaussianMixture, GaussianMixtureKernel, LinearTwist, TRITSMC, TwistedSMC,
+                        DiffusersKernel, diffusion_chain)
+
+from .conftest import REWARD, lg_model_a, lg_model_b
+
+
+def test_chain_structure_follows_the_kernel_passed_as_argument():
+    # One model, two kernels as run() arguments: the look-ahead must use the kernel being sampled.
+    kernels = [GaussianMixtureKernel(GaussianMixture.ring(num_components=4, radius=r, std=0.3), num_steps=10)
+               for r in (1.0, 2.0)]
+
+    def model(kernel):
+        x0 = diffusion_chain("x", kernel, (2,))
+        pyro.factor("reward", x0 @ torch.tensor([1.0, 0.5], dtype=torch.float64))
+
+    sampler = FKSteering(model, 32, progress_bar=False)
+    sampler.run(kernels[0])
+    first_count = kernels[0].num_evaluations
+    sampler.run(kernels[1])
+    assert kernels[0].num_evaluations == first_count
+    assert kernels[1].num_evaluations == 32 * 10
+
+
+def test_kernels_sharing_a_scheduler_do_not_corrupt_each_other(unet):
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    first = DiffusersKernel(unet, scheduler, num_steps=10)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        before = first.transition(5, x).mean
+        DiffusersKernel(unet, scheduler, num_steps=37)
+        first.clear_cache()
+        after = first.transition(5, x).mean
+    assert torch.equal(before, after)
+    assert first.scheduler is not scheduler and scheduler.num_inference_steps is None  # the user's is untouched
+
+
+def test_two_chains_with_the_same_name_are_refused(lg_kernel):
+    def model():
+        x0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        y0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        pyro.factor("reward", (x0 + y0) @ REWARD)
+
+    with pytest.raises(ValueError, match="chain site 'x_20' comes after the chain 'x' has ended.*unique"):
+        TwistedSMC(model, 8, progress_bar=False).run()
+
+
+class _RowTwist:
+    def log_psi(self, k, x):
+        return (x @ REWARD).unsqueeze(0)  # shape (1, N): one row too many
+
+
+def test_twist_returning_the_wrong_shape_is_refused(lg_kernel):
+    with pytest.raises(ValueError, match=r"log_psi\(20, x\) returned shape \(1, 8\) for 8 particles"):
+        TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, twist=_RowTwist(), progress_bar=False).run()
+
+
+@pytest.mark.parametrize("num_particles", [1, 16])
+def test_newton_proposal_with_linear_twist_is_exact(lg_kernel, num_particles):
+    twist = lg_kernel.optimal_twist(REWARD)
+    assert isinstance(twist, LinearTwist)
+    result = TwistedSMC(lg_model_b(lg_kernel, REWARD), num_particles, twist=twist, proposal="newton",
+                        progress_bar=False).run()
+    assert abs(result.log_evidence.item() - lg_kernel.log_normalizer(REWARD).item()) < 1e-6
+
+
+def test_newton_final_run_after_learning_a_linear_twist(lg_kernel):
+    tri = TRITSMC(lg_model_a(lg_kernel, REWARD), num_particles=64, num_iterations=2, final_proposal="newton",
+                  progress_bar=False)
+    result = tri.run()
+    assert isinstance(tri.twist, LinearTwist)
+    assert abs(result.log_evidence.item() - lg_kernel.log_normalizer(REWARD).item()) < 0.5
