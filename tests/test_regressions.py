@@ -5,7 +5,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from pyro_twist import (FKSteering, GaussianMixture, GaussianMixtureKernel, LinearTwist, TRITSMC, TwistedSMC,
-                        DiffusersKernel, diffusion_chain)
+                        DiffusersKernel, diffusion_chain, markov_chain)
 
 from .conftest import REWARD, lg_model_a, lg_model_b
 
@@ -75,3 +75,33 @@ def test_newton_final_run_after_learning_a_linear_twist(lg_kernel):
     result = tri.run()
     assert isinstance(tri.twist, LinearTwist)
     assert abs(result.log_evidence.item() - lg_kernel.log_normalizer(REWARD).item()) < 0.5
+
+
+def test_resampling_steps_must_be_a_collection(lg_kernel):
+    with pytest.raises(ValueError, match="resampling_steps must be a collection of steps k.*got 5"):
+        TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, resampling_steps=5)
+
+
+def test_final_num_particles_zero_is_refused(lg_kernel):
+    with pytest.raises(ValueError, match="final_num_particles must be a positive integer or None, got 0"):
+        TRITSMC(lg_model_a(lg_kernel, REWARD), final_num_particles=0)
+
+
+@pytest.mark.parametrize("resampler, message", [
+    (lambda log_w, n: torch.full((n,), -1), r"ancestor indices in \[-1, -1\]: they must lie in \[0, 7\]"),
+    (lambda log_w, n: torch.zeros(n - 1, dtype=torch.long), r"shape \(7,\): it must return \(8,\) integer"),
+])
+def test_custom_resampler_output_is_checked(lg_kernel, resampler, message):
+    sampler = TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, resampling=resampler, ess_threshold=1.0,
+                         progress_bar=False)
+    with pytest.raises(ValueError, match=message):
+        sampler.run()
+
+
+def test_transition_returning_a_tensor_is_named(lg_kernel):
+    def model():
+        x0 = markov_chain("x", lg_kernel.prior(), lambda k, x: 0.9 * x, 5)
+        pyro.factor("reward", x0 @ REWARD)
+
+    with pytest.raises(TypeError, match=r"transition\(5, x\) of chain 'x' is a Tensor, not a distribution"):
+        TwistedSMC(model, 8, progress_bar=False).run()

@@ -10,6 +10,7 @@ and whose ``infer["kernel"]`` gives inference the kernel's ``predict_x0``.
 """
 import pyro
 from pyro.poutine.runtime import effectful
+from torch.distributions import Distribution
 
 
 def chain_site_name(name, k):
@@ -20,10 +21,21 @@ def _run_chain(name, init, transition, num_steps):
     def info(k):
         return {"chain": name, "step": k, "num_steps": num_steps}
 
-    x = pyro.sample(chain_site_name(name, num_steps), init, infer=info(num_steps))
+    x = pyro.sample(chain_site_name(name, num_steps), _checked(init, f"the first state of chain {name!r}"),
+                    infer=info(num_steps))
     for k in pyro.markov(range(num_steps, 0, -1)):
-        x = pyro.sample(chain_site_name(name, k - 1), transition(k, x), infer=info(k - 1))
+        law = _checked(transition(k, x), f"transition({k}, x) of chain {name!r}")
+        x = pyro.sample(chain_site_name(name, k - 1), law, infer=info(k - 1))
     return x
+
+
+def _checked(law, what):
+    if not isinstance(law, Distribution):
+        raise TypeError(
+            f"{what} is a {type(law).__name__}, not a distribution: return the law of the state, "
+            "e.g. dist.Normal(mean, scale).to_event(1)"
+        )
+    return law
 
 
 _chain_effect = effectful(_run_chain, type="markov_chain")

@@ -78,6 +78,9 @@ class TRITSMC:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
             raise ValueError(f"kl_budget must be positive, got {kl_budget!r}")
+        if final_num_particles is not None and (int(final_num_particles) != final_num_particles
+                                                or final_num_particles < 1):
+            raise ValueError(f"final_num_particles must be a positive integer or None, got {final_num_particles!r}")
         if twist is not None and not callable(getattr(twist, "fit", None)):
             raise TypeError(
                 "TRITSMC learns its twist: the twist needs fit(transitions, log_weights, log_reward) "

@@ -20,7 +20,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from ..smc.resampling import get_resampler
+from ..smc.resampling import RESAMPLERS, get_resampler
 from ..smc.weights import checked_ess, log_mean_exp
 from ..twists.gaussian import hessian_diagonal, newton_moments, value_and_grad
 from .lookahead import lookahead_parts
@@ -199,7 +199,7 @@ class _TwistedSMCMessenger(Messenger):
         ancestors = proposal_index = None
         allowed = self.resampling_steps is None or k in self.resampling_steps
         if allowed and self.ess[-1] < self.ess_threshold * self.num_particles:
-            ancestors = self.resampler(log_w, self.num_particles)
+            ancestors = self._checked_ancestors(self.resampler(log_w, self.num_particles))
             x = x[ancestors]
             proposal_index = ancestors
             self._resampled(ancestors)
@@ -214,6 +214,20 @@ class _TwistedSMCMessenger(Messenger):
         msg["done"] = True
         self.chain_ended = k == 0
         self.progress.update()
+
+    def _checked_ancestors(self, ancestors):
+        n = self.num_particles
+        if not (isinstance(ancestors, torch.Tensor) and ancestors.shape == (n,) and not ancestors.is_floating_point()):
+            raise ValueError(
+                f"the resampler returned {type(ancestors).__name__} of shape {tuple(getattr(ancestors, 'shape', ()))}: "
+                f"it must return ({n},) integer ancestor indices, resampler(log_w, num_samples) -> LongTensor"
+            )
+        if self.resampler not in RESAMPLERS.values():  # the built-in schemes need no check (and no host read)
+            low, high = torch.stack([ancestors.min(), ancestors.max()]).tolist()
+            if low < 0 or high >= n:
+                raise ValueError(f"the resampler returned ancestor indices in [{low}, {high}]: they must lie in "
+                                 f"[0, {n - 1}]")
+        return ancestors
 
     def _resampled(self, ancestors):
         self.log_evidence = self.log_evidence + log_mean_exp(self.log_w)
@@ -275,6 +289,11 @@ class TwistedSMC:
         self.twist = twist
         self.resampler = get_resampler(resampling)
         self.ess_threshold = ess_threshold
+        if resampling_steps is not None and not hasattr(resampling_steps, "__iter__"):
+            raise ValueError(
+                f"resampling_steps must be a collection of steps k (e.g. range(0, 50, 5) or [40, 20]), "
+                f"got {resampling_steps!r}"
+            )
         self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
         self.progress_bar = progress_bar
         self.record_transitions = record_transitions
