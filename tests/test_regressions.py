@@ -105,3 +105,17 @@ def test_transition_returning_a_tensor_is_named(lg_kernel):
 
     with pytest.raises(TypeError, match=r"transition\(5, x\) of chain 'x' is a Tensor, not a distribution"):
         TwistedSMC(model, 8, progress_bar=False).run()
+
+
+def test_reward_reduced_over_the_particle_axis_warns(lg_kernel):
+    def model():
+        x0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        pyro.factor("reward", (x0 @ REWARD).sum())  # the sum runs over particles too
+
+    with pytest.warns(UserWarning, match=r"site\(s\) \['reward'\] give one value for all 8 particles"):
+        TwistedSMC(model, 8, progress_bar=False).run()
+
+
+def test_reward_with_one_value_per_particle_does_not_warn(lg_kernel, recwarn):
+    TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, progress_bar=False).run()
+    assert not [w for w in recwarn if "one value for all" in str(w.message)]

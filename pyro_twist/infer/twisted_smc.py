@@ -64,6 +64,19 @@ def _transition_record(k, x, state, base, proposal, index):
     return TransitionRecord(k, x, state, *moments)
 
 
+class _UnbatchedRewardSites(Messenger):
+    """Notes, inside the particle plate and so before it broadcasts them, the observed and factor sites
+    whose batch shape is empty: one value for all particles (``x0.sum()`` where ``x0.sum(-1)`` was meant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sites = []
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] and len(msg["fn"].batch_shape) == 0:
+            self.sites.append(msg["name"])
+
+
 class _TwistedSMCMessenger(Messenger):
     def __init__(self, structure, num_particles, twist, proposal, resampler, ess_threshold, resampling_steps,
                  progress_bar, record_transitions):
@@ -321,7 +334,9 @@ class TwistedSMC:
             self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions,
         )
         try:
-            with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1, device=structure.device):
+            unbatched = _UnbatchedRewardSites()
+            with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1, device=structure.device), \
+                    unbatched:
                 self.model(*args, **kwargs)
         except ValueError as error:
             if "inside plate('particles')" not in str(error):
@@ -331,6 +346,13 @@ class TwistedSMC:
                 "dimension: declare each site's own dimensions as event dimensions with .to_event(...)"
             ) from error
         engine.finish()
+        if unbatched.sites:
+            warnings.warn(
+                f"site(s) {unbatched.sites} give one value for all {self.num_particles} particles (batch shape ()), "
+                "so they steer nothing and only shift log_evidence. If they should depend on each particle's state, "
+                "reduce over the state's own dimensions only (x0.sum(-1), not x0.sum()), or use .to_event(...)",
+                stacklevel=2,
+            )
         if engine.num_reward_sites == 0:
             warnings.warn(
                 "the model has no pyro.factor or observed site after its chain, so there is no "
