@@ -335,8 +335,8 @@ class TwistedSMC:
         )
         try:
             unbatched = _UnbatchedRewardSites()
-            with torch.no_grad(), engine, pyro.plate("particles", self.num_particles, dim=-1, device=structure.device), \
-                    unbatched:
+            particles = pyro.plate("particles", self.num_particles, dim=-1, device=structure.device)
+            with torch.no_grad(), engine, particles, unbatched:
                 self.model(*args, **kwargs)
         except ValueError as error:
             if "inside plate('particles')" not in str(error):
