@@ -24,7 +24,10 @@ def test_untrained_lookahead_twist_is_the_twisted_diffusion_sampler():
     kernel, model = mixture_model()
     results = []
     twist = NeuralTwist(30, (2,), lookahead=True)
-    for sampler in (TDS(model, 128, progress_bar=False), TwistedSMC(model, 128, twist=twist, progress_bar=False)):
+    # the same guidance bound for both (TDS bounds it by default)
+    samplers = (TDS(model, 128, progress_bar=False),
+                TwistedSMC(model, 128, twist=twist, progress_bar=False, max_shift=1.0))
+    for sampler in samplers:
         pyro.set_rng_seed(SEED)
         kernel.num_evaluations = 0
         results.append((sampler.run(), kernel.num_evaluations))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from pyro_twist import (FKSteering, GaussianMixture, GaussianMixtureKernel, LinearTwist, TRITSMC, TwistedSMC,
+from pyro_twist import (TDS, FKSteering, GaussianMixture, GaussianMixtureKernel, LinearTwist, TRITSMC, TwistedSMC,
                         DiffusersKernel, diffusion_chain, markov_chain)
 
 from .conftest import REWARD, lg_model_a, lg_model_b
@@ -119,3 +119,49 @@ def test_reward_reduced_over_the_particle_axis_warns(lg_kernel):
 def test_reward_with_one_value_per_particle_does_not_warn(lg_kernel, recwarn):
     TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, progress_bar=False).run()
     assert not [w for w in recwarn if "one value for all" in str(w.message)]
+
+
+def _sharp_digits_model():
+    from pyro_twist.pretrained import digit_classifier, digits_kernel, load_digits
+
+    kernel, classifier = digits_kernel(num_steps=50), digit_classifier()
+    images, _ = load_digits("test")
+    y = images[0].flatten()[:32] + 0.2 * torch.randn(32)
+
+    def model(y):
+        x0 = diffusion_chain("x", kernel, shape=(1, 8, 8))
+        pyro.sample("y", pyro.distributions.Normal(x0.flatten(-3)[..., :32], 0.1).to_event(1), obs=y)
+        pyro.factor("prefer", classifier.log_prob(x0, 3) / 0.1)
+
+    return model, y
+
+
+def test_tds_on_a_sharp_reward_stays_on_the_data():
+    # Measured at seed 0, N = 32: unbounded guidance drives states to |x| = 42 (the data lie in [-1, 1],
+    # the first state has |x| < 4) and log Z_hat to -82,584; bounded at 1.0 they stay below 3.7 (-625).
+    model, y = _sharp_digits_model()
+    peaks = {}
+    for max_shift in (None, 1.0):
+        pyro.set_rng_seed(0)
+        result = TDS(model, 32, progress_bar=False, max_shift=max_shift).run(y)
+        assert torch.isfinite(result.log_weights).any() and torch.isfinite(result.log_evidence)
+        peaks[max_shift] = max(value.abs().max().item() for value in result.trajectories().values())
+    assert peaks[1.0] < 5.0 < 20.0 < peaks[None]
+
+
+class _ExplodingTwist:
+    proposal = "gradient"
+
+    def log_psi(self, k, x):
+        return 1e200 * (x**2).sum(-1)
+
+
+def test_diverging_proposal_names_the_step(lg_kernel):
+    message = r"proposal at chain site 'x_\d+' \(step k=\d+\) diverged: it moved the base mean"
+    with pytest.raises(ValueError, match=message):
+        TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, twist=_ExplodingTwist(), progress_bar=False).run()
+
+
+def test_max_shift_must_be_positive(lg_kernel):
+    with pytest.raises(ValueError, match="max_shift must be positive or None, got 0"):
+        TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, max_shift=0)

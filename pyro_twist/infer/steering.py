@@ -70,8 +70,16 @@ class FKSteering(_LookaheadSMC):
 
 class TDS(_LookaheadSMC):
     """The Twisted Diffusion Sampler: twist ``exp(reward(predict_x0(k, x_k)))``, proposal
-    ``N(mu + sigma^2 grad log psi_k(x_k), sigma^2)``, exact importance weights."""
+    ``N(mu + sigma^2 grad log psi_k(x_k), sigma^2)``, exact importance weights.
 
-    def __init__(self, model, num_particles, resampling="systematic", ess_threshold=0.5, progress_bar=True):
+    :param float max_shift: the guidance ``sigma^2 grad log psi_k`` is scaled down where its norm
+        exceeds ``max_shift`` times the norm of ``sigma`` (``None``: unbounded). The gradient of a sharp
+        reward through the denoiser can be far larger than a step can follow, and unbounded it throws
+        states off the data, step after step (as practical TDS implementations do, it is clipped);
+        the weights stay exact either way.
+    """
+
+    def __init__(self, model, num_particles, resampling="systematic", ess_threshold=0.5, progress_bar=True,
+                 max_shift=1.0):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
-                         progress_bar=progress_bar, proposal="gradient_at_state")
+                         progress_bar=progress_bar, proposal="gradient_at_state", max_shift=max_shift)

@@ -11,6 +11,7 @@ and observed site adds its log-density to the weights; after the model returns,
 the last twist is divided out, so the weights target
 ``p(x_{0:K}) * exp(sum of factors)`` whatever the twist.
 """
+import math
 import warnings
 from collections import namedtuple
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..smc.resampling import RESAMPLERS, get_resampler
 from ..smc.weights import checked_ess, log_mean_exp
-from ..twists.gaussian import hessian_diagonal, newton_moments, value_and_grad
+from ..twists.gaussian import bounded_shift, hessian_diagonal, newton_moments, value_and_grad
 from .lookahead import lookahead_parts
 from .result import SMCResult
 from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
@@ -79,8 +80,9 @@ class _UnbatchedRewardSites(Messenger):
 
 class _TwistedSMCMessenger(Messenger):
     def __init__(self, structure, num_particles, twist, proposal, resampler, ess_threshold, resampling_steps,
-                 progress_bar, record_transitions):
+                 progress_bar, record_transitions, max_shift):
         super().__init__()
+        self.max_shift = max_shift
         self.structure = structure
         self.num_particles = num_particles
         self.twist = twist
@@ -158,7 +160,8 @@ class _TwistedSMCMessenger(Messenger):
                 return base
         else:
             grad = self._value_and_grad(k, base.mean)[1]
-        return dist.Normal(base.mean + base.variance * grad, base.stddev).to_event(event_dim)
+        shift = bounded_shift(base.variance * grad, base.variance, self.max_shift)
+        return dist.Normal(base.mean + shift, base.stddev).to_event(event_dim)
 
     def _value_and_grad(self, k, x):
         return value_and_grad(self.twist.log_psi, k, x, self.gradient_batch_size)
@@ -207,7 +210,20 @@ class _TwistedSMCMessenger(Messenger):
             log_psi = self._twist_at(k, x)
             log_w = log_w + log_psi - (0.0 if self.log_psi is None else self.log_psi)
             self.log_psi = log_psi
-        self.ess.append(checked_ess(log_w, f"at chain site {name!r} (step k={k})"))
+        try:
+            self.ess.append(checked_ess(log_w, f"at chain site {name!r} (step k={k})"))
+        except ValueError as error:
+            if proposal is not base and _is_gaussian(base) and _is_gaussian(proposal):
+                peak, shift, scale = torch.stack([x.abs().max(), (proposal.mean - base.mean).abs().max(),
+                                                  base.stddev.max()]).tolist()
+                if not math.isfinite(peak) or not shift <= 1e3 * scale:
+                    raise ValueError(
+                        f"the proposal at chain site {name!r} (step k={k}) diverged: it moved the base mean by up "
+                        f"to {shift:.3g} (the base standard deviation is at most {scale:.3g}) and its states reach "
+                        f"|x| = {peak:.3g}. Bound the guidance with max_shift (TDS bounds it at 1.0 by default), "
+                        "or smooth the reward (a higher temperature)"
+                    ) from error
+            raise
         self.log_w = log_w
         ancestors = proposal_index = None
         allowed = self.resampling_steps is None or k in self.resampling_steps
@@ -285,10 +301,14 @@ class TwistedSMC:
     :param bool progress_bar: show a progress bar over the chain's steps.
     :param bool record_transitions: keep each step's base and proposal moments in
         ``result.transitions`` (what twist learning fits to).
+    :param float max_shift: a bound on gradient proposals' guidance: the shift of the base mean is
+        scaled down where its norm exceeds ``max_shift`` times the norm of the base standard deviation
+        (``None``: unbounded). A sharp reward's gradient can otherwise throw states far off the data
+        (the chain cannot follow it); the weights stay exact either way.
     """
 
     def __init__(self, model, num_particles, twist=None, resampling="systematic", ess_threshold=0.5,
-                 resampling_steps=None, progress_bar=True, record_transitions=False, proposal=None):
+                 resampling_steps=None, progress_bar=True, record_transitions=False, proposal=None, max_shift=None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if proposal is not None and proposal not in PROPOSALS:
@@ -311,6 +331,9 @@ class TwistedSMC:
         self.progress_bar = progress_bar
         self.record_transitions = record_transitions
         self.proposal = proposal
+        if max_shift is not None and not max_shift > 0:
+            raise ValueError(f"max_shift must be positive or None, got {max_shift!r}")
+        self.max_shift = max_shift
 
     def chain_structure(self, *args, **kwargs):
         """The model's chain for these arguments: found anew for every run, since the kernel, the
@@ -331,7 +354,7 @@ class TwistedSMC:
         structure = self.chain_structure(*args, **kwargs)
         engine = _TwistedSMCMessenger(
             structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.proposal, self.resampler,
-            self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions,
+            self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions, self.max_shift,
         )
         try:
             unbatched = _UnbatchedRewardSites()

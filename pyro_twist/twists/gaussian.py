@@ -14,6 +14,18 @@ def newton_moments(mean, variance, grad, hess_diag):
     return mean + grad / precision, 1 / precision
 
 
+def bounded_shift(shift, variance, max_shift):
+    """``shift`` per row, scaled down where its norm exceeds ``max_shift`` times the norm of the
+    standard deviation ``variance ** 0.5`` (``max_shift=None``: unchanged). A gradient of a sharp reward
+    can be far larger than one step of the chain can follow; any proposal keeps the weights exact."""
+    if max_shift is None:
+        return shift
+    dims = tuple(range(1, shift.dim()))
+    limit = max_shift * variance.expand_as(shift).sum(dims, keepdim=True).sqrt()
+    norm = shift.square().sum(dims, keepdim=True).sqrt()
+    return shift * torch.clamp(limit / norm.clamp(min=torch.finfo(shift.dtype).tiny), max=1.0)
+
+
 def value_and_grad(fn, k, x, batch_size=None):
     """``fn(k, x)`` per row and its gradient in ``x`` (zero where ``fn`` does not depend on ``x``), both detached.
 
