@@ -165,3 +165,8 @@ def test_diverging_proposal_names_the_step(lg_kernel):
 def test_max_shift_must_be_positive(lg_kernel):
     with pytest.raises(ValueError, match="max_shift must be positive or None, got 0"):
         TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, max_shift=0)
+
+
+def test_fk_sum_potential_warns_that_its_weights_degenerate(lg_kernel):
+    with pytest.warns(UserWarning, match=r"potential='sum'.*final weights degenerate.*Use 'diff' or 'max'"):
+        FKSteering(lg_model_a(lg_kernel, REWARD), 8, potential="sum")

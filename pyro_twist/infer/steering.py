@@ -5,6 +5,7 @@ Feynman-Kac steering (Singhal et al., 2025) and the Twisted Diffusion Sampler
 sites, evaluated on the kernel's ``predict_x0`` estimate of the final state.
 """
 import math
+import warnings
 
 import torch
 
@@ -55,7 +56,7 @@ class FKSteering(_LookaheadSMC):
     :param str potential: ``"diff"`` (difference of successive look-ahead rewards),
         ``"max"`` (their running maximum) or ``"sum"`` (their running sum). The final
         weight divides the last potential out, so every choice targets the
-        reward-tilted distribution.
+        reward-tilted distribution; ``"sum"`` warns, since its final weights degenerate.
     :param resampling_steps: the steps ``k`` at which to resample (default: every step).
     :param float ess_threshold: resample at those steps when ESS < ``ess_threshold * N``
         (default 1: always).
@@ -66,6 +67,15 @@ class FKSteering(_LookaheadSMC):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
                          resampling_steps=resampling_steps, progress_bar=progress_bar)
         self.potential = check_potential(potential)
+        if potential == "sum":
+            warnings.warn(
+                "FKSteering(potential='sum') tilts the particles by the running sum of look-ahead rewards, about "
+                "K times the reward after K steps, and divides that sum out only at the last step, so the final "
+                "weights degenerate: on the 8-mode ring with 50 steps and N = 4096 its final ESS was 1.5-8 of 4096 "
+                "and log Z_hat 5 nats too low, where 'diff' kept ESS 4096 and log Z_hat within 0.05. Use 'diff' "
+                "or 'max'.",
+                stacklevel=2,
+            )
 
 
 class TDS(_LookaheadSMC):
