@@ -113,7 +113,7 @@ class TRITSMC:
         structure = self.learner.chain_structure(*args, **kwargs)
         start, evaluations = time.perf_counter(), self._evaluations(structure)
         self.learner.twist = self.twist
-        result = self.learner.run(*args, **kwargs)
+        result = self.learner._run(structure, args, kwargs)  # the chain just found serves the run
         trust_region = trust_region_step(result.log_weights, self.kl_budget)
         if self.twist is None:
             self.twist = default_twist(structure, result.transitions, self.optim)

@@ -65,6 +65,23 @@ def _transition_record(k, x, state, base, proposal, index):
     return TransitionRecord(k, x, state, *moments)
 
 
+def _divergence_error(name, k, x, base, proposal):
+    """The error to raise, in place of a weight error, when a Gaussian proposal moved the base mean
+    by far more than a standard deviation or drew non-finite states; ``None`` otherwise."""
+    if proposal is base or not (_is_gaussian(base) and _is_gaussian(proposal)):
+        return None
+    peak, shift, scale = torch.stack([x.abs().max(), (proposal.mean - base.mean).abs().max(),
+                                      base.stddev.max()]).tolist()
+    if math.isfinite(peak) and shift <= 1e3 * scale:
+        return None
+    return ValueError(
+        f"the proposal at chain site {name!r} (step k={k}) diverged: it moved the base mean by up "
+        f"to {shift:.3g} (the base standard deviation is at most {scale:.3g}) and its states reach "
+        f"|x| = {peak:.3g}. Bound the guidance with max_shift (TDS bounds it at 1.0 by default), "
+        "or smooth the reward (a higher temperature)"
+    )
+
+
 class _UnbatchedRewardSites(Messenger):
     """Notes, inside the particle plate and so before it broadcasts them, the observed and factor sites
     whose batch shape is empty: one value for all particles (``x0.sum()`` where ``x0.sum(-1)`` was meant)."""
@@ -213,17 +230,10 @@ class _TwistedSMCMessenger(Messenger):
         try:
             self.ess.append(checked_ess(log_w, f"at chain site {name!r} (step k={k})"))
         except ValueError as error:
-            if proposal is not base and _is_gaussian(base) and _is_gaussian(proposal):
-                peak, shift, scale = torch.stack([x.abs().max(), (proposal.mean - base.mean).abs().max(),
-                                                  base.stddev.max()]).tolist()
-                if not math.isfinite(peak) or not shift <= 1e3 * scale:
-                    raise ValueError(
-                        f"the proposal at chain site {name!r} (step k={k}) diverged: it moved the base mean by up "
-                        f"to {shift:.3g} (the base standard deviation is at most {scale:.3g}) and its states reach "
-                        f"|x| = {peak:.3g}. Bound the guidance with max_shift (TDS bounds it at 1.0 by default), "
-                        "or smooth the reward (a higher temperature)"
-                    ) from error
-            raise
+            divergence = _divergence_error(name, k, x, base, proposal)
+            if divergence is None:
+                raise
+            raise divergence from error
         self.log_w = log_w
         ancestors = proposal_index = None
         allowed = self.resampling_steps is None or k in self.resampling_steps
@@ -351,7 +361,10 @@ class TwistedSMC:
 
     def run(self, *args, **kwargs):
         """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`."""
-        structure = self.chain_structure(*args, **kwargs)
+        return self._run(self.chain_structure(*args, **kwargs), args, kwargs)
+
+    def _run(self, structure, args, kwargs):
+        """One run on the chain ``structure`` already found for these arguments."""
         engine = _TwistedSMCMessenger(
             structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.proposal, self.resampler,
             self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions, self.max_shift,
