@@ -1,5 +1,8 @@
 """Valid models that once gave silently wrong results or obscure failures, each named after what broke."""
+import math
+
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -170,3 +173,67 @@ def test_max_shift_must_be_positive(lg_kernel):
 def test_fk_sum_potential_warns_that_its_weights_degenerate(lg_kernel):
     with pytest.warns(UserWarning, match=r"potential='sum'.*final weights degenerate.*Use 'diff' or 'max'"):
         FKSteering(lg_model_a(lg_kernel, REWARD), 8, potential="sum")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_chain_matches_its_closed_form(dtype):
+    from pyro_twist.chains.linear_gaussian import LinearGaussianKernel, random_linear_gaussian
+
+    kernel = random_linear_gaussian(3, 10, dtype=dtype)
+    exact = LinearGaussianKernel(kernel.A.double(), kernel.b.double(), kernel.s.double())
+    reward = REWARD.to(dtype)
+
+    def model():
+        x0 = diffusion_chain("x", kernel, (3,))
+        pyro.factor("reward", x0 @ reward)
+
+    log_z = exact.log_normalizer(reward.double()).item()
+    # The optimal twist leaves only rounding: states in 8 or 11 bits of mantissa, weights in float64.
+    optimal = TwistedSMC(model, 512, twist=kernel.optimal_twist(reward), progress_bar=False).run()
+    assert optimal.trajectories()["x_0"].dtype == dtype
+    assert abs(optimal.log_evidence.item() - log_z) < 0.01
+    learned = TRITSMC(model, num_particles=512, num_iterations=3, progress_bar=False).run()
+    assert abs(learned.log_evidence.item() - log_z) < 0.05
+
+
+def test_scalar_state_chain_learns_its_twist():
+    # States of event shape (): a plain Normal transition, no .to_event.
+    def model():
+        x0 = markov_chain("x", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0),
+                          lambda k, x: dist.Normal(0.9 * x, 0.3), 10)
+        pyro.factor("reward", 1.5 * x0)
+
+    variance = 1.0
+    for _ in range(10):
+        variance = 0.81 * variance + 0.09
+    result = TRITSMC(model, num_particles=256, num_iterations=3, progress_bar=False).run()
+    assert abs(result.log_evidence.item() - 1.5**2 * variance / 2) < 0.01
+
+
+def _two_state_model():
+    transition = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64)
+
+    def model():
+        x0 = markov_chain("x", dist.Categorical(torch.tensor([0.5, 0.5], dtype=torch.float64)),
+                          lambda k, x: dist.Categorical(transition[x]), 5)
+        pyro.factor("reward", (x0 == 1).double())
+
+    marginal = torch.tensor([0.5, 0.5], dtype=torch.float64) @ torch.linalg.matrix_power(transition, 5)
+    return model, torch.log(marginal @ torch.tensor([1.0, math.e], dtype=torch.float64)).item()
+
+
+def test_integer_state_chain_runs_and_tritsmc_says_why_it_cannot_learn():
+    model, log_z = _two_state_model()
+    result = TwistedSMC(model, 4096, progress_bar=False).run()
+    assert result.trajectories()["x_0"].dtype == torch.int64
+    assert abs(result.log_evidence.item() - log_z) < 0.02
+    with pytest.raises(ValueError, match="learns its default twist from the chain's Gaussian transitions, and the "
+                                         "chain 'x' has none \\(its states are torch.int64\\)"):
+        TRITSMC(model, num_particles=16, num_iterations=1, progress_bar=False).run()
+
+
+def test_twist_built_for_other_states_is_named(lg_kernel):
+    twist = LinearTwist(lg_kernel.num_steps, (5,))
+    with pytest.raises(ValueError, match=r"LinearTwist was built for states of shape \(5,\), but step 20 has "
+                                         r"states of shape \(3,\)"):
+        TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, twist=twist, progress_bar=False).run()

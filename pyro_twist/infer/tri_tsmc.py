@@ -41,6 +41,13 @@ def default_twist(structure, transitions, optim=None):
     for linear-Gaussian chains, fit in closed form, so ``optim`` is not used). It is built
     on the device of the states."""
     value = transitions[0].value
+    if all(record.base_mean is None for record in transitions):
+        chain = repr(structure.name) if structure.name else "(a hand-written loop)"
+        raise ValueError(
+            f"TRITSMC learns its default twist from the chain's Gaussian transitions, and the chain {chain} has "
+            f"none (its states are {value.dtype}): steer it with TwistedSMC (bootstrap, or a twist of your own "
+            "with propose(k, base)), or pass TRITSMC a twist whose fit() learns from these transitions"
+        )
     with torch.device(value.device):
         if isinstance(structure.kernel, DenoisingKernel):
             return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)

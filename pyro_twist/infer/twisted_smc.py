@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..smc.resampling import RESAMPLERS, get_resampler
 from ..smc.weights import checked_ess, log_mean_exp
-from ..twists.gaussian import bounded_shift, hessian_diagonal, newton_moments, value_and_grad
+from ..twists.gaussian import bounded_shift, newton_moments, newton_step_parts, value_and_grad
 from .lookahead import lookahead_parts
 from .result import SMCResult
 from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
@@ -82,6 +82,22 @@ def _divergence_error(name, k, x, base, proposal):
     )
 
 
+def floor_zero_twist(log_psi, twist_floor):
+    """``log_psi`` with its ``-inf`` values raised to ``twist_floor`` nats below its lowest finite value
+    (to ``-twist_floor`` where none is finite); NaN and ``+inf`` are left for the weight checks.
+
+    A twist is a guess of ``E[exp(reward) | x_k]``. Where it says zero but the chain can still reach
+    states the reward accepts (a look-ahead through a denoiser's guess of ``x_0``), the particles it
+    drops take their share of the evidence with them: ``log_evidence`` comes out low and the
+    accepted region is under-sampled. Any positive twist keeps the weights exact; a hard constraint
+    in the reward still gives zero weight to the final states it rules out.
+    """
+    finite = torch.isfinite(log_psi)
+    lowest = torch.where(finite, log_psi, torch.full_like(log_psi, math.inf)).min()
+    floor = torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest)) - twist_floor
+    return torch.where(torch.isneginf(log_psi), floor, log_psi)
+
+
 class _UnbatchedRewardSites(Messenger):
     """Notes, inside the particle plate and so before it broadcasts them, the observed and factor sites
     whose batch shape is empty: one value for all particles (``x0.sum()`` where ``x0.sum(-1)`` was meant)."""
@@ -97,9 +113,9 @@ class _UnbatchedRewardSites(Messenger):
 
 class _TwistedSMCMessenger(Messenger):
     def __init__(self, structure, num_particles, twist, proposal, resampler, ess_threshold, resampling_steps,
-                 progress_bar, record_transitions, max_shift):
+                 progress_bar, record_transitions, max_shift, twist_floor):
         super().__init__()
-        self.max_shift = max_shift
+        self.max_shift, self.twist_floor = max_shift, twist_floor
         self.structure = structure
         self.num_particles = num_particles
         self.twist = twist
@@ -165,11 +181,8 @@ class _TwistedSMCMessenger(Messenger):
             return base
         event_dim = len(base.event_shape)
         if self.proposal == "newton":
-            with torch.enable_grad():
-                x = base.mean.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(twist.log_psi(k, x).sum(), x, create_graph=True)
-                hess_diag = hessian_diagonal(grad, x)
-            mean, variance = newton_moments(base.mean, base.variance, grad.detach(), hess_diag.detach())
+            grad, hess_diag = newton_step_parts(twist.log_psi, k, base.mean)
+            mean, variance = newton_moments(base.mean, base.variance, grad, hess_diag)
             return dist.Normal(mean, variance.sqrt()).to_event(event_dim)
         if self.proposal == "gradient_at_state":
             grad = self.grad_log_psi
@@ -194,6 +207,7 @@ class _TwistedSMCMessenger(Messenger):
                 f"it must return one value per particle, shape ({self.num_particles},) (reduce over the state's "
                 "own dimensions, not over particles)"
             )
+        log_psi = floor_zero_twist(log_psi, self.twist_floor)
         if self.log_psi is not None and hasattr(self.twist, "combine"):
             log_psi = self.twist.combine(self.log_psi, log_psi)
         return log_psi
@@ -318,7 +332,8 @@ class TwistedSMC:
     """
 
     def __init__(self, model, num_particles, twist=None, resampling="systematic", ess_threshold=0.5,
-                 resampling_steps=None, progress_bar=True, record_transitions=False, proposal=None, max_shift=None):
+                 resampling_steps=None, progress_bar=True, record_transitions=False, proposal=None, max_shift=None,
+                 twist_floor=1.0):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if proposal is not None and proposal not in PROPOSALS:
@@ -344,6 +359,9 @@ class TwistedSMC:
         if max_shift is not None and not max_shift > 0:
             raise ValueError(f"max_shift must be positive or None, got {max_shift!r}")
         self.max_shift = max_shift
+        if not 0 < twist_floor < math.inf:
+            raise ValueError(f"twist_floor must be positive and finite, got {twist_floor!r}")
+        self.twist_floor = twist_floor
 
     def chain_structure(self, *args, **kwargs):
         """The model's chain for these arguments: found anew for every run, since the kernel, the
@@ -368,6 +386,7 @@ class TwistedSMC:
         engine = _TwistedSMCMessenger(
             structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.proposal, self.resampler,
             self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions, self.max_shift,
+            self.twist_floor,
         )
         try:
             unbatched = _UnbatchedRewardSites()

@@ -47,17 +47,43 @@ def _value_and_grad(fn, k, x):
         if not value.requires_grad:  # constant in x, or computed without a graph (a black-box reward)
             return value, torch.zeros_like(x)
         (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
-    return value.detach(), torch.zeros_like(x) if grad is None else grad
+    return value.detach(), torch.zeros_like(x) if grad is None else finite_rows_only(value, grad)
+
+
+def finite_rows_only(value, derivative):
+    """``derivative`` with zero in the rows where both ``value`` and the derivative are not finite: a
+    particle a hard constraint rules out (``log psi = -inf``) may still have a direction from the rest
+    of the reward, but its backward pass may also hold ``0 * inf = NaN``, which must not reach the
+    proposal. A non-finite derivative at a finite value is left for the weight checks to report."""
+    shape = (-1,) + (1,) * (derivative.dim() - 1)
+    finite_value = torch.isfinite(value.detach()).reshape(shape)
+    finite_row = torch.isfinite(derivative).reshape(len(derivative), -1).all(1).reshape(shape)
+    return torch.where(finite_value | finite_row, derivative, torch.zeros_like(derivative))
+
+
+def newton_step_parts(fn, k, x):
+    """The gradient of ``fn(k, .)`` at ``x`` and its Hessian's diagonal, both detached (see
+    :func:`finite_rows_only` for rows where ``fn`` is not finite)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        value = fn(k, x)
+        if not value.requires_grad:  # constant in x
+            return torch.zeros_like(x), torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True, allow_unused=True)
+        if grad is None:  # depends on parameters only, not on x
+            return torch.zeros_like(x), torch.zeros_like(x)
+        hess_diag = hessian_diagonal(grad, x)
+    return finite_rows_only(value, grad.detach()), finite_rows_only(value, hess_diag.detach())
 
 
 def hessian_diagonal(grad, x):
     """The diagonal of the Hessian from a gradient ``grad`` of a sum over rows, one backward pass per dimension."""
     if not grad.requires_grad:  # log psi is linear in x
         return torch.zeros_like(x)
-    flat = grad.flatten(1)
+    flat = grad.reshape(len(grad), -1)
     columns = []
     for i in range(flat.shape[1]):
         # None where log psi is linear in x: its gradient then depends on the parameters alone
         (row,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True, allow_unused=True)
-        columns.append(torch.zeros_like(flat[:, i]) if row is None else row.flatten(1)[:, i])
+        columns.append(torch.zeros_like(flat[:, i]) if row is None else row.reshape(len(row), -1)[:, i])
     return torch.stack(columns, 1).reshape(x.shape)

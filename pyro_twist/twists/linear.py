@@ -32,7 +32,10 @@ class LinearTwist(nn.Module):
         self.smoothing = smoothing
 
     def log_psi(self, k, x):
-        return (x * self.weight[k]).flatten(-self.event_dim).sum(-1) + self.bias[k]
+        if x.shape[1:] != self.weight.shape[1:]:
+            raise ValueError(f"LinearTwist was built for states of shape {tuple(self.weight.shape[1:])}, but step {k} "
+                             f"has states of shape {tuple(x.shape[1:])} (after the particle dimension)")
+        return (x * self.weight[k]).reshape(len(x), -1).sum(-1) + self.bias[k]
 
     @torch.no_grad()
     def fit(self, transitions, log_weights, log_reward):
@@ -65,7 +68,7 @@ class LinearTwist(nn.Module):
             noise = record.value - record.proposal_mean
             numerator[record.step] = ((weights - 1.0 / N) * noise).sum(0).to(self.weight.dtype)
             information[record.step] = (weights * record.base_variance).sum(0).to(self.weight.dtype)
-        fitted = (information > 0).flatten(1).any(1)
+        fitted = (information > 0).reshape(len(information), -1).any(1)
         numerator, information = self._smooth(numerator), self._smooth(information)
         update = numerator / information.clamp(min=torch.finfo(information.dtype).tiny)
         self.weight += torch.where(fitted.reshape((-1,) + (1,) * self.event_dim), update, torch.zeros_like(update))
@@ -86,10 +89,12 @@ class LinearTwist(nn.Module):
         return self.log_psi(k - 1, following.value)
 
     def _regress(self, k, x, target, W):
-        features = x.flatten(1).to(torch.float64)
+        features = x.reshape(len(x), -1).to(torch.float64)
         design = torch.cat([features, torch.ones_like(features[:, :1])], 1)
         gram = design.T @ (W[:, None] * design)
         ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        solution = torch.linalg.solve(gram + ridge, design.T @ (W * target.to(torch.float64)))
+        # paths a hard constraint rules out have weight zero and target -inf: no say in the fit
+        weighted_target = torch.where(W > 0, W * target.to(torch.float64), torch.zeros_like(W))
+        solution = torch.linalg.solve(gram + ridge, design.T @ weighted_target)
         self.weight[k] = solution[:-1].reshape(self.weight.shape[1:]).to(self.weight.dtype)
         self.bias[k] = solution[-1].to(self.bias.dtype)

@@ -114,7 +114,10 @@ class NeuralTwist(nn.Module):
         return entry.value[index], entry.grad[index]
 
     def _rows(self, steps, x, context):
-        parts = [x.flatten(1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
+        if x.shape[1:] != self.event_shape:
+            raise ValueError(f"NeuralTwist was built for states of shape {self.event_shape}, but got states of shape "
+                             f"{tuple(x.shape[1:])} (after the particle dimension)")
+        parts = [x.reshape(len(x), -1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
         if self.context is not None:
             if context is None:
                 raise ValueError("NeuralTwist has a context but no run bound it: call bind(*args, **kwargs)")
@@ -127,7 +130,7 @@ class NeuralTwist(nn.Module):
         if self.lookahead:
             value, grad = self._lookahead_at(k, x)
             # value and first derivative of alpha_k r_k at x, without a graph through the denoiser
-            linearised = value + (grad * (x - x.detach())).flatten(1).sum(-1)
+            linearised = value + (grad * (x - x.detach())).reshape(len(x), -1).sum(-1)
             log_psi = log_psi + self.lookahead_scale[k].to(x.dtype) * linearised
         return log_psi
 
@@ -154,6 +157,10 @@ class NeuralTwist(nn.Module):
         for step in range(self.num_fit_steps + 1):
             losses = [self._per_path_loss(data) for data in self._replay]
             held_out = sum(loss[data.held_out].sum() for loss, data in zip(losses, self._replay)).item()
+            if math.isnan(held_out):
+                raise ValueError(f"NeuralTwist.fit: the loss is NaN after {step} of {self.num_fit_steps} steps: "
+                                 "check that the recorded paths' states and rewards are finite, or lower the "
+                                 "optimiser's learning rate")
             if held_out < best_loss:
                 best_loss, best_state = held_out, {k: v.detach().clone() for k, v in self.state_dict().items()}
             if step == self.num_fit_steps:
@@ -214,7 +221,8 @@ class NeuralTwist(nn.Module):
             log_psi = self._rows(torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device), x0, data.context)
             if data.final_lookahead is not None:
                 log_psi = log_psi + self.lookahead_scale[0].to(x0.dtype) * data.final_lookahead[i]
-            residual = log_psi - data.log_reward
+            # paths a hard constraint rules out have weight zero and reward -inf: no regression target
+            residual = torch.where(data.weights > 0, log_psi - data.log_reward, torch.zeros_like(log_psi))
             residual = residual - (data.weights * residual).sum()
             loss = loss + data.weights * residual**2
         return loss
