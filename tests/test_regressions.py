@@ -237,3 +237,42 @@ def test_twist_built_for_other_states_is_named(lg_kernel):
     with pytest.raises(ValueError, match=r"LinearTwist was built for states of shape \(5,\), but step 20 has "
                                          r"states of shape \(3,\)"):
         TwistedSMC(lg_model_a(lg_kernel, REWARD), 8, twist=twist, progress_bar=False).run()
+
+
+def test_nan_reward_names_its_site_and_particles(lg_kernel):
+    def model():
+        x0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        pyro.factor("reward", torch.log(x0[..., 0]))  # NaN where x0[0] < 0
+
+    pyro.set_rng_seed(0)
+    result = TwistedSMC(lg_model_a(lg_kernel, REWARD), 64, progress_bar=False).run()
+    negative = int((result.trajectories()["x_0"][:, 0] < 0).sum())
+    pyro.set_rng_seed(0)
+    with pytest.raises(ValueError, match=f"pyro.factor site 'reward' is NaN for {negative} of 64 particles"):
+        TwistedSMC(model, 64, progress_bar=False).run()
+
+
+def test_run_beyond_the_free_memory_is_refused_with_the_numbers(lg_kernel):
+    # 10**12 particles: refused from the one-particle estimate, before anything is allocated.
+    with pytest.raises(MemoryError, match=r"1000000000000 particles of 24 bytes over 21 steps keep at least "
+                                          r"6.26e\+05 GiB, and cpu has [\d.]+ GiB free"):
+        TwistedSMC(lg_model_a(lg_kernel, REWARD), 10**12, progress_bar=False).run()
+
+
+def test_lean_run_keeps_only_the_final_states(lg_kernel):
+    from pyro_twist.infer.memory import kept_bytes
+
+    runs = {}
+    for keep_paths in (True, False):
+        pyro.set_rng_seed(0)
+        sampler = TwistedSMC(lg_model_a(lg_kernel, REWARD), 256, keep_paths=keep_paths, progress_bar=False)
+        runs[keep_paths] = sampler.run()
+    full, lean = runs[True], runs[False]
+    assert lean.log_evidence.item() == full.log_evidence.item()
+    assert torch.equal(lean.trajectories()["x_0"], full.trajectories()["x_0"])
+    assert list(lean.trajectories()) == ["x_0"] and len(full.trajectories()) == lg_kernel.num_steps + 1
+    kept = {k: sum(v.nbytes for v in r._chain_values) + sum(a.nbytes for a in r.ancestors if a is not None)
+            for k, r in runs.items()}
+    structure = sampler.chain_structure()
+    assert kept[False] == 256 * structure.state_nbytes
+    assert 21 * 256 * structure.state_nbytes <= kept[True] <= kept_bytes(structure, 256, True, False)

@@ -42,7 +42,8 @@ class SMCResult:
         return normalized_weights(self.log_weights)
 
     def trajectories(self):
-        """Every latent site's value for each final particle, following the genealogy back in time."""
+        """Every latent site's value for each final particle, following the genealogy back in time
+        (the last chain site and the sites after the chain only, for a run with ``keep_paths=False``)."""
         paths = dict(self._after_chain)
         index = torch.arange(self.num_particles, device=self.log_weights.device)
         for site, value, ancestors in zip(reversed(self.chain_sites), reversed(self._chain_values),
@@ -50,7 +51,7 @@ class SMCResult:
             paths[site] = value[index]
             if ancestors is not None:
                 index = ancestors[index]
-        return {site: paths[site] for site in self.chain_sites + list(self._after_chain)}
+        return {site: paths[site] for site in self.chain_sites + list(self._after_chain) if site in paths}
 
     def get_samples(self, num_samples=None):
         """Equally weighted samples: ``num_samples`` (default N) draws of the final particles by weight."""

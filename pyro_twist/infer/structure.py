@@ -6,7 +6,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-ChainStructure = namedtuple("ChainStructure", ["name", "num_steps", "kernel", "steps", "device"])
+ChainStructure = namedtuple("ChainStructure", ["name", "num_steps", "kernel", "steps", "device", "state_nbytes"])
 ChainStructure.__doc__ = """\
 The chain of a model.
 
@@ -14,7 +14,8 @@ The chain of a model.
 ``num_steps``: number of transitions K. ``kernel``: the kernel of ``diffusion_chain``,
 or ``None``. ``steps``: for form (b), a dict from site name to step ``k``; ``None``
 for form (a), whose sites carry their step in ``infer``. ``device``: where the chain's
-states live, and with them every tensor inference makes.
+states live, and with them every tensor inference makes. ``state_nbytes``: the bytes of one
+particle's state.
 """
 
 
@@ -31,12 +32,34 @@ def per_particle_site_error(site, chain):
     )
 
 
-def _device_of(fn):
-    """The device of a distribution's values: that of its mean, or of a draw where it has none."""
+def invalid_factor_error(error):
+    """For a ``ValueError`` raised by Pyro's validation of a ``pyro.factor`` value, an error that names the
+    site and counts the particles whose value is NaN; ``None`` for any other error. The site's name is
+    read from the ``pyro.factor`` call in the traceback: the check fails before the site reaches a handler."""
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "factor" and frame.f_globals.get("__name__") == "pyro.primitives":
+            name, log_factor = frame.f_locals.get("name"), frame.f_locals.get("log_factor")
+            if isinstance(log_factor, torch.Tensor):
+                bad, total = int(torch.isnan(log_factor).sum()), log_factor.numel()
+                return ValueError(
+                    f"pyro.factor site {name!r} is NaN for {bad} of {total} particles. A reward must be a number "
+                    "for every particle, or -inf for a state it rules out: check where the particles' states "
+                    "leave its domain (the log of a non-positive number, 0/0)"
+                )
+        tb = tb.tb_next
+    return None
+
+
+def _state_layout(fn):
+    """The device of a distribution's values and the bytes of one value, from its mean, or from a draw
+    where it has none."""
     try:
-        return fn.mean.device
+        value = fn.mean
     except NotImplementedError:
-        return fn.sample().device
+        value = fn.sample()
+    return value.device, torch.Size(fn.event_shape).numel() * value.element_size()
 
 
 class _ChainFound(Exception):
@@ -77,7 +100,7 @@ def find_chain(model, args, kwargs):
         if finder.latent_sites:
             raise per_particle_site_error(finder.latent_sites[0], name) from None
         kernel = finder.chain["infer"].get("kernel")
-        return ChainStructure(name, num_steps, kernel, None, _device_of(init))
+        return ChainStructure(name, num_steps, kernel, None, *_state_layout(init))
     sites = finder.latent_sites
     if not sites:
         raise ValueError(
@@ -87,7 +110,7 @@ def find_chain(model, args, kwargs):
         )
     num_steps = len(sites) - 1
     steps = {site: num_steps - i for i, site in enumerate(sites)}
-    return ChainStructure(None, num_steps, None, steps, _device_of(finder.first_state))
+    return ChainStructure(None, num_steps, None, steps, *_state_layout(finder.first_state))
 
 
 def observed_log_prob(msg, num_particles):

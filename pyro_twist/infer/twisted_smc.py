@@ -25,8 +25,9 @@ from ..smc.resampling import RESAMPLERS, get_resampler
 from ..smc.weights import checked_ess, log_mean_exp
 from ..twists.gaussian import bounded_shift, newton_moments, newton_step_parts, value_and_grad
 from .lookahead import lookahead_parts
+from .memory import check_memory
 from .result import SMCResult
-from .structure import find_chain, is_latent, observed_log_prob, per_particle_site_error
+from .structure import find_chain, invalid_factor_error, is_latent, observed_log_prob, per_particle_site_error
 
 PROPOSALS = ("gradient", "newton", "gradient_at_state", "bootstrap")
 
@@ -113,8 +114,9 @@ class _UnbatchedRewardSites(Messenger):
 
 class _TwistedSMCMessenger(Messenger):
     def __init__(self, structure, num_particles, twist, proposal, resampler, ess_threshold, resampling_steps,
-                 progress_bar, record_transitions, max_shift, twist_floor):
+                 progress_bar, record_transitions, max_shift, twist_floor, keep_paths):
         super().__init__()
+        self.keep_paths = keep_paths
         self.max_shift, self.twist_floor = max_shift, twist_floor
         self.structure = structure
         self.num_particles = num_particles
@@ -261,8 +263,11 @@ class _TwistedSMCMessenger(Messenger):
             self.transitions.append(_transition_record(k, x, state, base, proposal, proposal_index))
         self.resampled.append(ancestors is not None)
         self.sites.append(name)
-        self.values.append(x)
-        self.ancestors.append(ancestors)
+        if self.keep_paths:
+            self.values.append(x)
+            self.ancestors.append(ancestors)
+        else:  # the result needs the last states only
+            self.values, self.ancestors = [x], [None]
         msg["value"] = x
         msg["done"] = True
         self.chain_ended = k == 0
@@ -329,11 +334,21 @@ class TwistedSMC:
         scaled down where its norm exceeds ``max_shift`` times the norm of the base standard deviation
         (``None``: unbounded). A sharp reward's gradient can otherwise throw states far off the data
         (the chain cannot follow it); the weights stay exact either way.
+    :param float twist_floor: where the twist is zero at a particle (``log_psi = -inf``, e.g. a
+        look-ahead through a hard constraint), it is raised to ``twist_floor`` nats below the lowest
+        positive twist value among the particles at that step (see :func:`floor_zero_twist`): a zero
+        twist where the chain can still reach accepted states would bias ``log_evidence``. Larger
+        values steer harder away from such particles, at the cost of rare large weights.
+    :param bool keep_paths: keep every step's states and ancestors, so that ``result.trajectories()``
+        gives whole paths (memory ``K * N * d``); ``False`` keeps the final states only (memory
+        ``N * d``), and the trajectories hold the last chain site and the sites after the chain.
+        Before a run starts, the memory its kept states need is estimated from one particle, and a
+        run whose need exceeds the device's free memory is refused with the numbers.
     """
 
     def __init__(self, model, num_particles, twist=None, resampling="systematic", ess_threshold=0.5,
                  resampling_steps=None, progress_bar=True, record_transitions=False, proposal=None, max_shift=None,
-                 twist_floor=1.0):
+                 twist_floor=1.0, keep_paths=True):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if proposal is not None and proposal not in PROPOSALS:
@@ -362,6 +377,7 @@ class TwistedSMC:
         if not 0 < twist_floor < math.inf:
             raise ValueError(f"twist_floor must be positive and finite, got {twist_floor!r}")
         self.twist_floor = twist_floor
+        self.keep_paths = keep_paths
 
     def chain_structure(self, *args, **kwargs):
         """The model's chain for these arguments: found anew for every run, since the kernel, the
@@ -383,10 +399,11 @@ class TwistedSMC:
 
     def _run(self, structure, args, kwargs):
         """One run on the chain ``structure`` already found for these arguments."""
+        check_memory(structure, self.num_particles, self.keep_paths, self.record_transitions)
         engine = _TwistedSMCMessenger(
             structure, self.num_particles, self._twist_for_run(structure, args, kwargs), self.proposal, self.resampler,
             self.ess_threshold, self.resampling_steps, self.progress_bar, self.record_transitions, self.max_shift,
-            self.twist_floor,
+            self.twist_floor, self.keep_paths,
         )
         try:
             unbatched = _UnbatchedRewardSites()
@@ -394,6 +411,9 @@ class TwistedSMC:
             with torch.no_grad(), engine, particles, unbatched:
                 self.model(*args, **kwargs)
         except ValueError as error:
+            invalid_factor = invalid_factor_error(error)
+            if invalid_factor is not None:
+                raise invalid_factor from error
             if "inside plate('particles')" not in str(error):
                 raise
             raise ValueError(
