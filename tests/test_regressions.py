@@ -276,3 +276,22 @@ def test_lean_run_keeps_only_the_final_states(lg_kernel):
     structure = sampler.chain_structure()
     assert kept[False] == 256 * structure.state_nbytes
     assert 21 * 256 * structure.state_nbytes <= kept[True] <= kept_bytes(structure, 256, True, False)
+
+
+class _FlatAtStep:
+    """The optimal twist, except constant in x at one step (no gradient there at all)."""
+
+    def __init__(self, twist, flat_step):
+        self.twist, self.flat_step = twist, flat_step
+
+    def log_psi(self, k, x):
+        if k == self.flat_step:
+            return torch.zeros(x.shape[0], dtype=x.dtype)
+        return self.twist.log_psi(k, x)
+
+
+def test_newton_proposal_with_a_twist_constant_at_one_step(lg_kernel):
+    twist = _FlatAtStep(lg_kernel.optimal_twist(REWARD), flat_step=7)
+    pyro.set_rng_seed(0)
+    result = TwistedSMC(lg_model_b(lg_kernel, REWARD), 4096, twist=twist, proposal="newton", progress_bar=False).run()
+    assert abs(result.log_evidence.item() - lg_kernel.log_normalizer(REWARD).item()) < 0.05

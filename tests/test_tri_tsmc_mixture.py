@@ -82,7 +82,7 @@ def test_neural_twist_bound_to_run_arguments_saves_and_loads():
         pyro.set_rng_seed(SEED + 3)
         runs.append(TwistedSMC(model, 256, twist=reused, ess_threshold=0.0, progress_bar=False).run(DIRECTION))
     assert runs[0].log_evidence.item() == runs[1].log_evidence.item()
-    assert runs[1].ess_final > 0.8 * tri.history[-1].ess
+    assert runs[1].ess_final > 1.5 * tri.history[0].ess  # the twist returned learned: the base chain's ESS is far lower
     # The context changes the twist: another direction gives other potentials.
     x = torch.randn(4, 2)
     other = torch.tensor([-0.4, 1.0], dtype=torch.float64)
@@ -99,9 +99,10 @@ def test_optim_configures_the_default_neural_family():
         x0 = diffusion_chain("x", kernel, (2,))
         pyro.factor("reward", x0 @ DIRECTION)
 
-    frozen = TRITSMC(model, num_particles=64, num_iterations=2, progress_bar=False,
+    frozen = TRITSMC(model, num_particles=64, progress_bar=False,
                      optim=lambda parameters: torch.optim.SGD(parameters, lr=0.0))
-    frozen.run()
+    frozen.step()  # plain steps: run() could return the base chain, which scores alike
+    frozen.step()
     assert isinstance(frozen.twist, NeuralTwist)
     x = torch.randn(5, 2)
     assert torch.equal(frozen.twist.log_psi(10, x), torch.zeros(5))  # never moved from its zero start

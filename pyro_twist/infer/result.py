@@ -14,11 +14,12 @@ class SMCResult:
     ``resampled``: whether each step resampled; ``ancestors``: the ancestor
     indices of each step (``None`` where it did not resample): the genealogy.
     ``log_reward``: each final particle's reward (the factor and observed sites
-    after the chain). ``transitions``: per-step records, when asked for.
+    after the chain). ``transitions``: per-step records, when asked for, and with them
+    ``step_log_weights``: each step's log-weights ``(N,)`` after its twist (before resampling).
     """
 
     def __init__(self, log_evidence, log_weights, ess, resampled, chain_sites, chain_values, ancestors, after_chain,
-                 log_reward, transitions=None):
+                 log_reward, transitions=None, step_log_weights=None):
         self.log_evidence = log_evidence
         self.log_weights = log_weights
         self.ess = ess
@@ -27,6 +28,7 @@ class SMCResult:
         self.ancestors = ancestors
         self.log_reward = log_reward
         self.transitions = transitions
+        self.step_log_weights = step_log_weights
         self._chain_values = chain_values
         self._after_chain = after_chain
 

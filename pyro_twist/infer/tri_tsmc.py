@@ -8,14 +8,17 @@ escort law ``Q_j^(1 - tau) pi^tau``, the closest law to the target within
 weighted maximum likelihood of the paths. The answer is a twisted SMC run with
 the learned twist.
 """
+import copy
+import math
 import time
+import warnings
 from collections import namedtuple
 
 import torch
 from tqdm.auto import tqdm
 
 from ..smc.trust_region import trust_region_step
-from ..chains.denoising import DenoisingKernel
+from ..chains.linear_gaussian import LinearGaussianKernel
 from ..twists.linear import LinearTwist
 from ..twists.neural import NeuralTwist
 from .recycling import recycle
@@ -24,21 +27,60 @@ from .twisted_smc import TwistedSMC
 IterationStats = namedtuple(
     "IterationStats",
     ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds",
-     "num_particles"],
+     "num_particles", "score", "accepted", "kl_budget"],
 )
 IterationStats.__doc__ = """\
-One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step;
-``ess`` of the run's path weights and ``ess_per_step``; the run's ``log_evidence``;
-``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (the kernel's
-own count, or one per particle and transition for kernels that keep none); and
-wall-clock ``seconds``; ``num_particles`` of the run.
+One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step (NaN where
+the step was not taken); ``ess`` of the run's path weights and ``ess_per_step``; the run's
+``log_evidence``; ``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (the
+kernel's own count, or one per particle and transition for kernels that keep none); and
+wall-clock ``seconds``; ``num_particles`` of the run; ``score``: the run's measure of its twist,
+``log_evidence - 2 se`` (see :func:`twist_score`); ``accepted``: whether the twist the run measured
+was kept (``False``: it scored worse than the best twist so far, which was restored);
+``kl_budget``: the budget of the step (halved after each rejection).
 """
+
+# A twist is kept when its score is at most this many nats below the best one measured: one run's
+# score is noisy, and a strict comparison would stall learning near convergence.
+ACCEPT_SLACK = 0.1
+
+
+def resampling_ess(result):
+    """The least ESS that the final weights would keep after resampling at any one step, from a run
+    without resampling: resampled at step k in proportion to ``w_k``, path ``i`` ends with weight
+    ``w_final(i) / w_k(i)``, whose ESS is ``N (sum w_final)^2 / (sum w_k * sum w_final^2 / w_k)``.
+
+    The path ESS cannot see a twist whose values are wrong (its proposals only use their
+    gradients, and its values telescope out of the path weights); resampling acts on them, and a
+    twist that rates low the paths that carry the mass makes resampling discard that mass.
+    """
+    log_final = result.log_weights
+    worst = math.inf
+    for log_w in result.step_log_weights:
+        finite = torch.isfinite(log_w)
+        ratio = torch.where(finite, 2 * log_final - log_w, torch.full_like(log_w, -math.inf))
+        log_share = 2 * torch.logsumexp(log_final, 0) - torch.logsumexp(log_w, 0) - torch.logsumexp(ratio, 0)
+        worst = min(worst, log_share.exp().item() * log_final.shape[0])
+    return worst
+
+
+def twist_score(log_evidence, ess, num_particles):
+    """A lower confidence bound on ``log Z`` from one run of a twist: ``log Z_hat - 2 se``, with
+    ``se^2 = (N / ESS - 1) / N`` the relative variance of ``Z_hat`` implied by the path weights.
+
+    Both parts are needed. A twist that misses part of the target (a mode it never proposes)
+    has a fine ESS among the paths it draws, but a ``Z_hat`` short of the mass it misses; a twist
+    with heavy-tailed weights has a low ESS and a wide interval. For the optimal twist the score
+    is ``log Z`` itself, and no twist scores above ``log Z`` but by chance.
+    """
+    return log_evidence - 2.0 * math.sqrt(max(num_particles / max(ess, 1.0) - 1.0, 0.0) / num_particles)
 
 
 def default_twist(structure, transitions, optim=None):
-    """The twist family for the chain's kernel, from a first run's ``transitions``: a neural
-    twist for denoising (diffusion) kernels, a per-step log-linear twist otherwise (exact
-    for linear-Gaussian chains, fit in closed form, so ``optim`` is not used). It is built
+    """The twist family for the chain, from a first run's ``transitions``: a per-step log-linear
+    twist for a :class:`LinearGaussianKernel` (its optimal twist is log-linear; fit in closed form,
+    so ``optim`` is not used), and a neural twist for every other chain (diffusion kernels,
+    ``markov_chain``s and hand-written loops, whose value functions are not linear). It is built
     on the device of the states."""
     value = transitions[0].value
     if all(record.base_mean is None for record in transitions):
@@ -49,9 +91,9 @@ def default_twist(structure, transitions, optim=None):
             "with propose(k, base)), or pass TRITSMC a twist whose fit() learns from these transitions"
         )
     with torch.device(value.device):
-        if isinstance(structure.kernel, DenoisingKernel):
-            return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
-        return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
+        if isinstance(structure.kernel, LinearGaussianKernel):
+            return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
+        return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
 
 
 class TRITSMC:
@@ -110,35 +152,92 @@ class TRITSMC:
         self.learning_results = []
         self.final_result = None
         self.history = []
+        # every twist measured in this run(): [lowest score measured, snapshot, its number of fits]
+        self._candidates = []
+        self._family = twist  # the twist object whose snapshots are restored
+        self._at_best = False
+        self._num_fits = 0  # trust-region fits behind the current twist
+        self._budget = kl_budget
 
     def _evaluations(self, structure):
         kernel = structure.kernel
         return getattr(kernel, "num_evaluations", None)
 
+    def _snapshot(self):
+        if self.twist is None:
+            return None
+        if isinstance(self.twist, torch.nn.Module):
+            return {name: value.detach().clone() for name, value in self.twist.state_dict().items()}
+        return copy.deepcopy(self.twist)
+
+    def _restore(self, snapshot):
+        if snapshot is None:
+            self.twist = None  # the base chain: the next fit starts the default family afresh
+        elif isinstance(snapshot, dict):
+            self.twist = self._family
+            self.twist.load_state_dict(snapshot)
+        else:
+            self.twist = copy.deepcopy(snapshot)
+
     def step(self, *args, **kwargs):
-        """One trust-region iteration; returns its :class:`IterationStats`."""
+        """One trust-region iteration, always taken; returns its :class:`IterationStats`. Steps may
+        alternate between run arguments (an amortised twist); ``run()`` guards its steps instead."""
+        return self._step(args, kwargs, guarded=False)
+
+    def _step(self, args, kwargs, guarded):
+        """One iteration. Guarded (within one ``run()``, so for one set of arguments), the run measures
+        the current twist by its :func:`twist_score`; a twist that scores more than ``ACCEPT_SLACK``
+        nats below the best one so far is rejected: the best is restored, the KL budget halved, and
+        the next iteration measures the best again before stepping from it. Otherwise the
+        trust-region step is taken from the run's paths (and a budget halved before grows back)."""
         structure = self.learner.chain_structure(*args, **kwargs)
         start, evaluations = time.perf_counter(), self._evaluations(structure)
         self.learner.twist = self.twist
         result = self.learner._run(structure, args, kwargs)  # the chain just found serves the run
-        trust_region = trust_region_step(result.log_weights, self.kl_budget)
-        if self.twist is None:
-            self.twist = default_twist(structure, result.transitions, self.optim)
-        self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
+        ess, log_evidence = result.ess_final.item(), result.log_evidence.item()
+        score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
+        if not guarded:
+            accepted = True
+        elif self._at_best:  # measured again: a twist is rated by its worst measurement
+            best = self._best()
+            best[0] = min(best[0], score)
+            accepted = best is self._best()
+        else:
+            self._candidates.append([score, self._snapshot(), self._num_fits])
+            accepted = self._best() is self._candidates[-1]
+        tau = kl = math.nan
+        budget = self._budget
+        if accepted:
+            trust_region = trust_region_step(result.log_weights, budget)
+            tau, kl = trust_region.tau, trust_region.kl
+            if self.twist is None:
+                self.twist = self._family = default_twist(structure, result.transitions, self.optim)
+            self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
+            self._budget = min(self.kl_budget, 2 * budget)
+            self._at_best = False
+            self._num_fits += 1
+        else:
+            _, snapshot, self._num_fits = self._best()
+            self._restore(snapshot)
+            self._budget = budget / 2
+            self._at_best = True
         if self.recycle:
             result.transitions = None  # the fit's records are the bulk of a run's memory
             self.learning_results.append(result)
         used = self._evaluations(structure)
         stats = IterationStats(
-            tau=trust_region.tau,
-            kl=trust_region.kl,
-            ess=result.ess_final.item(),
+            tau=tau,
+            kl=kl,
+            ess=ess,
             ess_per_step=result.ess,
-            log_evidence=result.log_evidence.item(),
+            log_evidence=log_evidence,
             mean_reward=result.log_reward.mean().item(),
             denoiser_evaluations=(self.num_particles * structure.num_steps if used is None else used - evaluations),
             seconds=time.perf_counter() - start,
             num_particles=self.num_particles,
+            score=score,
+            accepted=accepted,
+            kl_budget=budget,
         )
         self.history.append(stats)
         return stats
@@ -147,10 +246,36 @@ class TRITSMC:
         """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`
         (pooled with this call's learning runs when ``recycle``)."""
         self.learning_results = []
+        self._candidates, self._at_best, self._budget, self._num_fits = [], False, self.kl_budget, 0
         iterations = tqdm(range(self.num_iterations), disable=not self.progress_bar, desc="TRI-TSMC")
         for _ in iterations:
-            stats = self.step(*args, **kwargs)
+            stats = self._step(args, kwargs, guarded=True)
             iterations.set_postfix(tau=f"{stats.tau:.3f}", ess=f"{stats.ess:.0f}", log_Z=f"{stats.log_evidence:.3f}")
+        if self._candidates:
+            self._keep_best()
         self.final.twist = self.twist
         self.final_result = self.final.run(*args, **kwargs)
         return recycle(self.learning_results + [self.final_result]) if self.recycle else self.final_result
+
+    def _best(self):
+        """The latest twist measured within ``ACCEPT_SLACK`` of the highest score: among twists that
+        measure alike, the one learning went furthest with."""
+        top = max(candidate[0] for candidate in self._candidates)
+        return [candidate for candidate in self._candidates if candidate[0] >= top - ACCEPT_SLACK][-1]
+
+    def _keep_best(self):
+        """Restore the twist of the highest score measured in this run (the last fit is not measured),
+        and warn when that is the twist learning started from."""
+        score, snapshot, num_fits = self._best()
+        self._restore(snapshot)
+        self._at_best, self._num_fits = True, num_fits
+        if self.num_iterations >= 2 and num_fits == 0:
+            start = "the base chain (no twist)" if snapshot is None else "the twist it started from"
+            learned = [stats.score for stats in self.history[-self.num_iterations:][1:]]
+            warnings.warn(
+                f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {score:.3f}; "
+                f"the learned twists' best {max(learned):.3f}), so the final run uses {start}. "
+                f"The twist family ({type(self.twist).__name__}) may not fit this chain: try NeuralTwist, more "
+                "particles, a smaller kl_budget or more iterations",
+                stacklevel=3,
+            )

@@ -140,6 +140,7 @@ class _TwistedSMCMessenger(Messenger):
         self.after_chain = {}
         self.log_reward = torch.zeros(num_particles, dtype=torch.float64, device=self.device)
         self.transitions = [] if record_transitions else None
+        self.step_log_weights = [] if record_transitions else None
 
     def _step_of(self, msg):
         if self.structure.steps is not None:
@@ -251,6 +252,8 @@ class _TwistedSMCMessenger(Messenger):
                 raise
             raise divergence from error
         self.log_w = log_w
+        if self.step_log_weights is not None:
+            self.step_log_weights.append(log_w)
         ancestors = proposal_index = None
         allowed = self.resampling_steps is None or k in self.resampling_steps
         if allowed and self.ess[-1] < self.ess_threshold * self.num_particles:
@@ -445,4 +448,5 @@ class TwistedSMC:
             after_chain=engine.after_chain,
             log_reward=engine.log_reward,
             transitions=engine.transitions,
+            step_log_weights=engine.step_log_weights,
         )
