@@ -271,11 +271,11 @@ class TRITSMC:
         self._at_best, self._num_fits = True, num_fits
         if self.num_iterations >= 2 and num_fits == 0:
             start = "the base chain (no twist)" if snapshot is None else "the twist it started from"
-            learned = [stats.score for stats in self.history[-self.num_iterations:][1:]]
+            learned = max((candidate[0] for candidate in self._candidates if candidate[2] > 0), default=math.nan)
             warnings.warn(
                 f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {score:.3f}; "
-                f"the learned twists' best {max(learned):.3f}), so the final run uses {start}. "
-                f"The twist family ({type(self.twist).__name__}) may not fit this chain: try NeuralTwist, more "
-                "particles, a smaller kl_budget or more iterations",
+                f"the learned twists' best {learned:.3f}), so the final run uses {start}. "
+                f"The twist family ({type(self._family).__name__}) did not improve on it here: try more particles, "
+                "a smaller kl_budget, more iterations, or another family (NeuralTwist where a LinearTwist fails)",
                 stacklevel=3,
             )
