@@ -6,6 +6,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import torch
 
+from .smc.weights import log_evidence_se
+
 
 def _axes(ax):
     return plt.subplots(figsize=(5, 4))[1] if ax is None else ax
@@ -82,7 +84,7 @@ def plot_history(history, axes=None):
     step_ax.set(xlabel="iteration", title="trust-region step")
     step_ax.legend()
     log_z = torch.tensor([s.log_evidence for s in history])
-    spread = torch.tensor([((s.num_particles / s.ess - 1) / s.num_particles) ** 0.5 for s in history])
+    spread = torch.tensor([log_evidence_se(s.ess, s.num_particles) for s in history])
     evidence_ax.errorbar(iterations, log_z.numpy(), yerr=spread.numpy(), fmt="o-", capsize=3)
     evidence_ax.set(xlabel="iteration", ylabel="log Z_hat", title="evidence")
     for ax in (step_ax, evidence_ax):

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..smc.trust_region import trust_region_step
+from ..smc.weights import log_evidence_se
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..twists.linear import LinearTwist
 from ..twists.neural import NeuralTwist
@@ -55,13 +56,10 @@ def resampling_ess(result):
     twist that rates low the paths that carry the mass makes resampling discard that mass.
     """
     log_final = result.log_weights
-    worst = math.inf
-    for log_w in result.step_log_weights:
-        finite = torch.isfinite(log_w)
-        ratio = torch.where(finite, 2 * log_final - log_w, torch.full_like(log_w, -math.inf))
-        log_share = 2 * torch.logsumexp(log_final, 0) - torch.logsumexp(log_w, 0) - torch.logsumexp(ratio, 0)
-        worst = min(worst, log_share.exp().item() * log_final.shape[0])
-    return worst
+    log_w = torch.stack(result.step_log_weights)  # (steps, N)
+    ratio = torch.where(torch.isfinite(log_w), 2 * log_final - log_w, torch.full_like(log_w, -math.inf))
+    log_share = 2 * torch.logsumexp(log_final, 0) - torch.logsumexp(log_w, 1) - torch.logsumexp(ratio, 1)
+    return log_share.min().exp().item() * log_final.shape[0]
 
 
 def twist_score(log_evidence, ess, num_particles):
@@ -73,7 +71,7 @@ def twist_score(log_evidence, ess, num_particles):
     with heavy-tailed weights has a low ESS and a wide interval. For the optimal twist the score
     is ``log Z`` itself, and no twist scores above ``log Z`` but by chance.
     """
-    return log_evidence - 2.0 * math.sqrt(max(num_particles / max(ess, 1.0) - 1.0, 0.0) / num_particles)
+    return log_evidence - 2.0 * log_evidence_se(max(ess, 1.0), num_particles)
 
 
 def default_twist(structure, transitions, optim=None):
@@ -152,11 +150,10 @@ class TRITSMC:
         self.learning_results = []
         self.final_result = None
         self.history = []
-        # every twist measured in this run(): [lowest score measured, snapshot, its number of fits]
+        # every twist measured in this run(), the start first: [lowest score measured, snapshot]
         self._candidates = []
         self._family = twist  # the twist object whose snapshots are restored
         self._at_best = False
-        self._num_fits = 0  # trust-region fits behind the current twist
         self._budget = kl_budget
 
     def _evaluations(self, structure):
@@ -203,7 +200,7 @@ class TRITSMC:
             best[0] = min(best[0], score)
             accepted = best is self._best()
         else:
-            self._candidates.append([score, self._snapshot(), self._num_fits])
+            self._candidates.append([score, self._snapshot()])
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
         budget = self._budget
@@ -215,10 +212,8 @@ class TRITSMC:
             self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
             self._budget = min(self.kl_budget, 2 * budget)
             self._at_best = False
-            self._num_fits += 1
         else:
-            _, snapshot, self._num_fits = self._best()
-            self._restore(snapshot)
+            self._restore(self._best()[1])
             self._budget = budget / 2
             self._at_best = True
         if self.recycle:
@@ -246,7 +241,7 @@ class TRITSMC:
         """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`
         (pooled with this call's learning runs when ``recycle``)."""
         self.learning_results = []
-        self._candidates, self._at_best, self._budget, self._num_fits = [], False, self.kl_budget, 0
+        self._candidates, self._at_best, self._budget = [], False, self.kl_budget
         iterations = tqdm(range(self.num_iterations), disable=not self.progress_bar, desc="TRI-TSMC")
         for _ in iterations:
             stats = self._step(args, kwargs, guarded=True)
@@ -266,12 +261,12 @@ class TRITSMC:
     def _keep_best(self):
         """Restore the twist of the highest score measured in this run (the last fit is not measured),
         and warn when that is the twist learning started from."""
-        score, snapshot, num_fits = self._best()
+        best = self._best()
+        score, snapshot = best
         self._restore(snapshot)
-        self._at_best, self._num_fits = True, num_fits
-        if self.num_iterations >= 2 and num_fits == 0:
+        if self.num_iterations >= 2 and best is self._candidates[0]:
             start = "the base chain (no twist)" if snapshot is None else "the twist it started from"
-            learned = max((candidate[0] for candidate in self._candidates if candidate[2] > 0), default=math.nan)
+            learned = max((candidate[0] for candidate in self._candidates[1:]), default=math.nan)
             warnings.warn(
                 f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {score:.3f}; "
                 f"the learned twists' best {learned:.3f}), so the final run uses {start}. "

@@ -19,6 +19,11 @@ def ess(log_w):
     return torch.exp(-torch.logsumexp(2 * torch.log_softmax(log_w, -1), -1))
 
 
+def log_evidence_se(ess, num_particles):
+    """The standard error of ``log Z_hat`` implied by an ESS (delta method): ``sqrt((N / ESS - 1) / N)``."""
+    return math.sqrt(max(num_particles / ess - 1.0, 0.0) / num_particles)
+
+
 def check_log_weights(log_w, where):
     """Raise when no particle keeps a finite weight; ``where`` names the step and site."""
     if torch.isnan(log_w).any():

@@ -40,13 +40,21 @@ def value_and_grad(fn, k, x, batch_size=None):
     return torch.cat(values), torch.cat(grads)
 
 
+def _differentiated(fn, k, x, create_graph=False):
+    """``(value, leaf, grad)``: ``fn(k, .)`` at a fresh leaf copy of ``x`` and its gradient there, ``None``
+    where ``fn`` does not depend on ``x`` (constant, a function of parameters only, or computed without a
+    graph, like a black-box reward). Called with grad mode enabled."""
+    leaf = x.detach().requires_grad_(True)
+    value = fn(k, leaf)
+    if not value.requires_grad:
+        return value, leaf, None
+    (grad,) = torch.autograd.grad(value.sum(), leaf, create_graph=create_graph, allow_unused=True)
+    return value, leaf, grad
+
+
 def _value_and_grad(fn, k, x):
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        value = fn(k, x)
-        if not value.requires_grad:  # constant in x, or computed without a graph (a black-box reward)
-            return value, torch.zeros_like(x)
-        (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
+        value, _, grad = _differentiated(fn, k, x)
     return value.detach(), torch.zeros_like(x) if grad is None else finite_rows_only(value, grad)
 
 
@@ -63,16 +71,12 @@ def finite_rows_only(value, derivative):
 
 def newton_step_parts(fn, k, x):
     """The gradient of ``fn(k, .)`` at ``x`` and its Hessian's diagonal, both detached (see
-    :func:`finite_rows_only` for rows where ``fn`` is not finite)."""
+    :func:`finite_rows_only` for rows where ``fn`` is not finite; zero where ``fn`` does not depend on ``x``)."""
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        value = fn(k, x)
-        if not value.requires_grad:  # constant in x
+        value, leaf, grad = _differentiated(fn, k, x, create_graph=True)
+        if grad is None:
             return torch.zeros_like(x), torch.zeros_like(x)
-        (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True, allow_unused=True)
-        if grad is None:  # depends on parameters only, not on x
-            return torch.zeros_like(x), torch.zeros_like(x)
-        hess_diag = hessian_diagonal(grad, x)
+        hess_diag = hessian_diagonal(grad, leaf)
     return finite_rows_only(value, grad.detach()), finite_rows_only(value, hess_diag.detach())
 
 
