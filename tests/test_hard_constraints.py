@@ -9,7 +9,7 @@ import torch
 from pyro_twist import TDS, TRITSMC, FKSteering, GaussianMixture, GaussianMixtureKernel, TwistedSMC, diffusion_chain
 from pyro_twist.infer.twisted_smc import floor_zero_twist
 
-from .conftest import SEED
+from .conftest import DIM, SEED, random_linear_gaussian
 
 # x_0[0] > mean + 0.5 sd on the linear-Gaussian chain: Z = P(standard normal > 0.5).
 SHIFT_IN_SD = 0.5
@@ -63,16 +63,29 @@ def test_hard_constraint_evidence_is_unbiased_and_samples_satisfy_it(lg_kernel, 
     assert abs(ratios.mean().item() - 1.0) < 4 * se, (ratios.mean().item(), se)
 
 
-def test_fk_sum_potential_with_a_hard_constraint_completes_on_accepted_samples(lg_kernel):
-    # Its evidence is heavy-tailed (its warning says so); what holds is that it runs and keeps only accepted states.
-    model, threshold = half_space_model(lg_kernel)
-    for setting in ({}, {"ess_threshold": 0.5}, {"ess_threshold": 0.0}, {"resampling_steps": range(0, 20, 5)}):
+@pytest.mark.parametrize("setting",
+                         [{}, {"ess_threshold": 0.5}, {"ess_threshold": 0.0}, {"resampling_steps": (0, 2, 4)}],
+                         ids=["always", "ess-0.5", "never", "every-2nd-step"])
+def test_fk_sum_potential_with_a_hard_constraint_is_unbiased_on_accepted_samples(setting):
+    # The running sum's final correction exp(-sum of look-ahead rewards) is exact but heavy-tailed in the
+    # number of steps (its warning says so): on the 20-step chain the typical Z_hat / Z is about 0.4 even at
+    # N = 4096, the mean carried by rare paths. On 5 steps the tail is light enough to check the mean.
+    kernel = random_linear_gaussian(DIM, 5, seed=0)
+    model, threshold = half_space_model(kernel)
+    ratios, violating_mass = [], 0.0
+    for rep in range(200):
+        pyro.set_rng_seed(1000 * SEED + rep)
         with pytest.warns(UserWarning, match="degenerate"):
             sampler = FKSteering(model, 64, potential="sum", progress_bar=False, **setting)
         result = sampler.run()
-        assert math.isfinite(result.log_evidence.item())
-        x0, weights = result.trajectories()["x_0"], result.get_normalized_weights()
-        assert weights[x0[:, 0] <= threshold].sum().item() == 0.0
+        ratios.append(result.log_evidence.exp().item() / Z)
+        x0 = result.trajectories()["x_0"]
+        violating_mass += result.get_normalized_weights()[x0[:, 0] <= threshold].sum().item()
+    ratios = torch.tensor(ratios)
+    se = (ratios.std() / math.sqrt(len(ratios))).item()
+    assert violating_mass == 0.0
+    assert se < 0.05
+    assert abs(ratios.mean().item() - 1.0) < 4 * se, (ratios.mean().item(), se)
 
 
 def test_neural_twist_learns_with_a_hard_constraint():

@@ -72,8 +72,9 @@ class FKSteering(_LookaheadSMC):
                 "FKSteering(potential='sum') tilts the particles by the running sum of look-ahead rewards, about "
                 "K times the reward after K steps, and divides that sum out only at the last step, so the final "
                 "weights degenerate: on the 8-mode ring with 50 steps and N = 4096 its final ESS was 1.5-8 of 4096 "
-                "and log Z_hat 5 nats too low, where 'diff' kept ESS 4096 and log Z_hat within 0.05. Use 'diff' "
-                "or 'max'.",
+                "and log Z_hat 5 nats too low, where 'diff' kept ESS 4096 and log Z_hat within 0.05. Z_hat stays "
+                "unbiased, but its mean is carried by rare paths (under a hard constraint on a 20-step chain the "
+                "typical Z_hat was 0.4 of Z at N = 4096). Use 'diff' or 'max'.",
                 stacklevel=2,
             )
 
