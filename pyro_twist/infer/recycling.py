@@ -32,6 +32,10 @@ def recycle(results):
     log_lambda = torch.log_softmax(torch.log(torch.stack([ess(r.log_weights) for r in results])), 0)
     log_weights = torch.cat([torch.log_softmax(r.log_weights, 0) + log_lambda[j] for j, r in enumerate(results)])
     log_evidence = torch.logsumexp(log_lambda + torch.stack([r.log_evidence for r in results]), 0)
+    # delta method, the lambdas held fixed: each run adds its relative variance times its share squared
+    share = torch.exp(log_lambda + torch.stack([r.log_evidence for r in results]) - log_evidence)
+    se = torch.tensor([r.log_evidence_se for r in results], dtype=share.dtype, device=share.device)
+    log_evidence_se = ((share * se) ** 2).sum().sqrt().item()
     paths = [r.trajectories() for r in results]
     after_chain = [site for site in paths[0] if site not in sites]
     return SMCResult(
@@ -44,4 +48,5 @@ def recycle(results):
         ancestors=[None] * len(sites),
         after_chain={site: torch.cat([p[site] for p in paths]) for site in after_chain},
         log_reward=torch.cat([r.log_reward for r in results]),
+        log_evidence_se=log_evidence_se,
     )

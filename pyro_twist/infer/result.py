@@ -1,8 +1,14 @@
 """The result of a twisted SMC run."""
+import math
+
 import torch
 
+from ..smc.pareto import pareto_khat
 from ..smc.resampling import multinomial
-from ..smc.weights import ess, normalized_weights
+from ..smc.weights import ess, log_evidence_se, normalized_weights
+
+# Above this Pareto k-hat a few weights carry the estimate (Vehtari et al.'s threshold).
+KHAT_UNRELIABLE = 0.7
 
 
 class SMCResult:
@@ -16,11 +22,15 @@ class SMCResult:
     ``log_reward``: each final particle's reward (the factor and observed sites
     after the chain). ``transitions``: per-step records, when asked for, and with them
     ``step_log_weights``: each step's log-weights ``(N,)`` after its twist (before resampling).
+    ``log_evidence_se``: the standard error of ``log_evidence`` (by default from the ESS of each
+    resampling epoch, see :func:`~pyro_twist.smc.weights.log_evidence_se`); ``pareto_khat``: the
+    tail shape of the final weights. ``summary()`` prints the health check.
     """
 
     def __init__(self, log_evidence, log_weights, ess, resampled, chain_sites, chain_values, ancestors, after_chain,
-                 log_reward, transitions=None, step_log_weights=None):
+                 log_reward, transitions=None, step_log_weights=None, log_evidence_se=None):
         self.log_evidence = log_evidence
+        self._log_evidence_se = log_evidence_se
         self.log_weights = log_weights
         self.ess = ess
         self.resampled = resampled
@@ -55,7 +65,75 @@ class SMCResult:
                 index = ancestors[index]
         return {site: paths[site] for site in self.chain_sites + list(self._after_chain) if site in paths}
 
+    def state_dict(self):
+        """The result as tensors, numbers, lists and dicts, for a checkpoint (see :meth:`from_state_dict`)."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_state_dict(cls, state):
+        result = cls.__new__(cls)
+        vars(result).update(state)
+        return result
+
     def get_samples(self, num_samples=None):
         """Equally weighted samples: ``num_samples`` (default N) draws of the final particles by weight."""
         index = multinomial(self.log_weights, num_samples or self.num_particles)
         return {site: value[index] for site, value in self.trajectories().items()}
+
+    @property
+    def num_resampling(self):
+        """How many steps resampled."""
+        return int(self.resampled.sum().item())
+
+    @property
+    def log_evidence_se(self):
+        if self._log_evidence_se is None:
+            epochs = self.ess[self.resampled.to(self.ess.device)].tolist() + [self.ess_final.item()]
+            self._log_evidence_se = log_evidence_se(epochs, self.num_particles)
+        return self._log_evidence_se
+
+    @property
+    def pareto_khat(self):
+        """The Pareto k-hat of the final weights (see :func:`~pyro_twist.smc.pareto.pareto_khat`)."""
+        return pareto_khat(self.log_weights)
+
+    def diagnostics(self):
+        """The health check as a dict: particles, ``log_evidence`` and its standard error, the final
+        and the lowest per-step ESS, how many steps resampled, and the final weights' Pareto k-hat."""
+        return {
+            "num_particles": self.num_particles,
+            "log_evidence": self.log_evidence.item(),
+            "log_evidence_se": self.log_evidence_se,
+            "ess_final": self.ess_final.item(),
+            "ess_min": self.ess.min().item(),
+            "num_resampling": self.num_resampling,
+            "num_steps": len(self.resampled),
+            "pareto_khat": self.pareto_khat,
+        }
+
+    def summary(self):
+        """Print the health check (see :meth:`diagnostics`) with what the k-hat says."""
+        d = self.diagnostics()
+        n = d["num_particles"]
+        print(
+            f"SMC result, {n} particles\n"
+            f"  log_evidence  {d['log_evidence']:.4f} +- {d['log_evidence_se']:.4f} (standard error)\n"
+            f"  ESS           {d['ess_final']:.1f} of {n} at the end ({d['ess_final'] / n:.2f}), "
+            f"lowest at a step {d['ess_min']:.1f}\n"
+            f"  resampled     at {d['num_resampling']} of {d['num_steps']} steps\n"
+            f"  Pareto k-hat  {d['pareto_khat']:.2f}: {khat_verdict(d['pareto_khat'])}"
+        )
+
+
+def khat_verdict(khat):
+    """What a Pareto k-hat says about the weights, in words."""
+    if math.isnan(khat):
+        return "not computed (fewer than 25 particles)"
+    if khat == -math.inf:
+        return "good (the largest weights are equal)"
+    if khat < 0.5:
+        return "good (below 0.5)"
+    if khat <= KHAT_UNRELIABLE:
+        return "fair (0.5-0.7: the estimates converge, slowly; more particles help)"
+    return ("unreliable (above 0.7: a few weights carry the estimates, and neither log_evidence nor its standard "
+            "error can be trusted; use a better twist or far more particles)")

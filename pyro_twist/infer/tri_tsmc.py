@@ -10,9 +10,11 @@ the learned twist.
 """
 import copy
 import math
+import os
 import time
 import warnings
 from collections import namedtuple
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -22,13 +24,15 @@ from ..smc.weights import log_evidence_se
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..twists.linear import LinearTwist
 from ..twists.neural import NeuralTwist
+from .checkpoint import rng_state, save_whole, set_rng_state
 from .recycling import recycle
+from .result import SMCResult
 from .twisted_smc import TwistedSMC
 
 IterationStats = namedtuple(
     "IterationStats",
     ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds",
-     "num_particles", "score", "accepted", "kl_budget"],
+     "num_particles", "score", "accepted", "kl_budget", "pareto_khat"],
 )
 IterationStats.__doc__ = """\
 One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step (NaN where
@@ -38,12 +42,28 @@ kernel's own count, or one per particle and transition for kernels that keep non
 wall-clock ``seconds``; ``num_particles`` of the run; ``score``: the run's measure of its twist,
 ``log_evidence - 2 se`` (see :func:`twist_score`); ``accepted``: whether the twist the run measured
 was kept (``False``: it scored worse than the best twist so far, which was restored);
-``kl_budget``: the budget of the step (halved after each rejection).
+``kl_budget``: the budget of the step (halved after each rejection); ``pareto_khat`` of the run's
+path weights (above 0.7 its ``log_evidence`` is not to be trusted).
 """
 
 # A twist is kept when its score is at most this many nats below the best one measured: one run's
 # score is noisy, and a strict comparison would stall learning near convergence.
 ACCEPT_SLACK = 0.1
+# Learning that has not raised its best score for this many iterations, with the path ESS still
+# below a half, is reported: stalled (tau below STALLED_TAU) or a family that cannot fit.
+STALL_WINDOW = 3
+STALLED_TAU = 0.05
+CONVERGED_ESS = 0.5
+
+
+@dataclass
+class Candidate:
+    """A twist measured by learning runs: its ``snapshot``, its ``score`` (the lowest measured) and
+    each measurement's ``(log_evidence, standard error)``."""
+
+    score: float
+    snapshot: object
+    measurements: list = field(default_factory=list)
 
 
 def resampling_ess(result):
@@ -74,12 +94,12 @@ def twist_score(log_evidence, ess, num_particles):
     return log_evidence - 2.0 * log_evidence_se(max(ess, 1.0), num_particles)
 
 
-def default_twist(structure, transitions, optim=None):
-    """The twist family for the chain, from a first run's ``transitions``: a per-step log-linear
-    twist for a :class:`LinearGaussianKernel` (its optimal twist is log-linear; fit in closed form,
-    so ``optim`` is not used), and a neural twist for every other chain (diffusion kernels,
-    ``markov_chain``s and hand-written loops, whose value functions are not linear). It is built
-    on the device of the states."""
+def default_family(structure, transitions):
+    """The twist family for the chain, from a first run's ``transitions``, as a description that
+    :func:`build_family` turns into a twist (and a checkpoint keeps): a per-step log-linear twist
+    for a :class:`LinearGaussianKernel` (its optimal twist is log-linear; fit in closed form), and a
+    neural twist for every other chain (diffusion kernels, ``markov_chain``s and hand-written loops,
+    whose value functions are not linear), on the device and in the dtype of the states."""
     value = transitions[0].value
     if all(record.base_mean is None for record in transitions):
         chain = repr(structure.name) if structure.name else "(a hand-written loop)"
@@ -88,10 +108,23 @@ def default_twist(structure, transitions, optim=None):
             f"none (its states are {value.dtype}): steer it with TwistedSMC (bootstrap, or a twist of your own "
             "with propose(k, base)), or pass TRITSMC a twist whose fit() learns from these transitions"
         )
-    with torch.device(value.device):
-        if isinstance(structure.kernel, LinearGaussianKernel):
-            return LinearTwist(structure.num_steps, value.shape[1:], smoothing=2.0).to(value.dtype)
-        return NeuralTwist(structure.num_steps, value.shape[1:], optim=optim)
+    return {
+        "kind": "LinearTwist" if isinstance(structure.kernel, LinearGaussianKernel) else "NeuralTwist",
+        "num_steps": structure.num_steps,
+        "event_shape": list(value.shape[1:]),
+        "dtype": str(value.dtype).removeprefix("torch."),
+        "device": str(value.device),
+    }
+
+
+def build_family(family, optim=None):
+    """A fresh twist of the :func:`default_family` ``family`` (``optim``: the neural twist's optimiser;
+    the log-linear twist is fit in closed form)."""
+    with torch.device(family["device"]):
+        if family["kind"] == "LinearTwist":
+            return LinearTwist(family["num_steps"], family["event_shape"], smoothing=2.0).to(
+                getattr(torch, family["dtype"]))
+        return NeuralTwist(family["num_steps"], family["event_shape"], optim=optim)
 
 
 class TRITSMC:
@@ -99,7 +132,7 @@ class TRITSMC:
 
     :param model: a Pyro model with a chain and reward sites (see :class:`TwistedSMC`).
     :param twist: a twist with ``log_psi(k, x)`` and ``fit(transitions, log_weights,
-        log_reward)``, or ``None`` for the kernel's default family (see ``default_twist``),
+        log_reward)``, or ``None`` for the kernel's default family (see ``default_family``),
         built after a first iteration of plain ancestral proposals.
     :param int num_particles: particles per learning iteration.
     :param int final_num_particles: particles of the final run (default ``num_particles``):
@@ -115,12 +148,16 @@ class TRITSMC:
     :param bool recycle: ``run()`` returns the learning runs pooled with the final run
         (see :func:`~pyro_twist.infer.recycling.recycle`) instead of the final run alone,
         which stays in ``final_result``; the learning evaluations then count in the answer.
+    :param str checkpoint: a file that ``run()`` writes the learning state to after every
+        iteration (see :meth:`state_dict`) and, when the file exists before this object has run,
+        resumes from: an interrupted ``run()`` started again goes on where it stopped and gives what
+        the uninterrupted one would have. Delete the file for a fresh start.
     :param bool progress_bar: show a progress bar over iterations.
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
                  resampling="systematic", ess_threshold=0.5, final_num_particles=None, final_proposal=None, optim=None,
-                 recycle=False, progress_bar=True):
+                 recycle=False, checkpoint=None, progress_bar=True):
         if int(num_iterations) != num_iterations or num_iterations < 0:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
@@ -153,6 +190,10 @@ class TRITSMC:
         # every twist measured in this run(), the start first: [lowest score measured, snapshot]
         self._candidates = []
         self._family = twist  # the twist object whose snapshots are restored
+        self._default_family = None  # its description, when TRITSMC chose it (see default_family)
+        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        self._iteration, self._first = 0, 0  # iterations done by the current run(), where its history starts
+        self._resuming = False
         self._at_best = False
         self._budget = kl_budget
 
@@ -163,7 +204,7 @@ class TRITSMC:
     def _snapshot(self):
         if self.twist is None:
             return None
-        if isinstance(self.twist, torch.nn.Module):
+        if callable(getattr(self.twist, "state_dict", None)):
             return {name: value.detach().clone() for name, value in self.twist.state_dict().items()}
         return copy.deepcopy(self.twist)
 
@@ -192,15 +233,18 @@ class TRITSMC:
         self.learner.twist = self.twist
         result = self.learner._run(structure, args, kwargs)  # the chain just found serves the run
         ess, log_evidence = result.ess_final.item(), result.log_evidence.item()
-        score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
+        ess_kept = min(ess, resampling_ess(result))
+        score = twist_score(log_evidence, ess_kept, self.num_particles)
+        measurement = (log_evidence, result.log_evidence_se)
         if not guarded:
             accepted = True
         elif self._at_best:  # measured again: a twist is rated by its worst measurement
             best = self._best()
-            best[0] = min(best[0], score)
+            best.score = min(best.score, score)
+            best.measurements.append(measurement)
             accepted = best is self._best()
         else:
-            self._candidates.append([score, self._snapshot()])
+            self._candidates.append(Candidate(score, self._snapshot(), [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
         budget = self._budget
@@ -208,12 +252,13 @@ class TRITSMC:
             trust_region = trust_region_step(result.log_weights, budget)
             tau, kl = trust_region.tau, trust_region.kl
             if self.twist is None:
-                self.twist = self._family = default_twist(structure, result.transitions, self.optim)
+                self._default_family = default_family(structure, result.transitions)
+                self.twist = self._family = build_family(self._default_family, self.optim)
             self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
             self._budget = min(self.kl_budget, 2 * budget)
             self._at_best = False
         else:
-            self._restore(self._best()[1])
+            self._restore(self._best().snapshot)
             self._budget = budget / 2
             self._at_best = True
         if self.recycle:
@@ -233,44 +278,159 @@ class TRITSMC:
             score=score,
             accepted=accepted,
             kl_budget=budget,
+            pareto_khat=result.pareto_khat,
         )
         self.history.append(stats)
         return stats
 
     def run(self, *args, **kwargs):
         """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`
-        (pooled with this call's learning runs when ``recycle``)."""
-        self.learning_results = []
-        self._candidates, self._at_best, self._budget = [], False, self.kl_budget
-        iterations = tqdm(range(self.num_iterations), disable=not self.progress_bar, desc="TRI-TSMC")
-        for _ in iterations:
+        (pooled with this call's learning runs when ``recycle``). Warns when learning stalls or its
+        family stops improving (see :func:`learning_diagnosis`), when no learned twist beat the
+        start, and when the final run's ``log_evidence`` disagrees with the learning runs' measure
+        of the same twist."""
+        if self.checkpoint is not None and not self._resuming and not self.history and os.path.exists(self.checkpoint):
+            self.load_state_dict(torch.load(self.checkpoint, weights_only=True))
+        if not self._resuming:
+            self.learning_results = []
+            self._candidates, self._at_best, self._budget = [], False, self.kl_budget
+            self._iteration, self._first = 0, len(self.history)
+        self._resuming = False
+        iterations = tqdm(total=self.num_iterations, initial=min(self._iteration, self.num_iterations),
+                          disable=not self.progress_bar, desc="TRI-TSMC")
+        while self._iteration < self.num_iterations:
             stats = self._step(args, kwargs, guarded=True)
+            self._iteration += 1
+            if self.checkpoint is not None:
+                save_whole(self.state_dict(), self.checkpoint)
+            iterations.update()
             iterations.set_postfix(tau=f"{stats.tau:.3f}", ess=f"{stats.ess:.0f}", log_Z=f"{stats.log_evidence:.3f}")
-        if self._candidates:
-            self._keep_best()
+        iterations.close()
+        diagnosis = learning_diagnosis(self.history[self._first:])
+        if diagnosis is not None:
+            warnings.warn(f"TRITSMC: {diagnosis}", stacklevel=2)
+        best = self._keep_best() if self._candidates else None
         self.final.twist = self.twist
         self.final_result = self.final.run(*args, **kwargs)
+        if best is not None:
+            self._check_agreement(best, self.final_result)
         return recycle(self.learning_results + [self.final_result]) if self.recycle else self.final_result
+
+    def state_dict(self):
+        """The learning state of the current ``run()``, as tensors, numbers, strings, lists and dicts
+        (``torch.save`` it; ``torch.load(..., weights_only=True)`` reads it): the twist's parameters
+        and its own learning state (a :class:`NeuralTwist`'s replayed fits; each fit creates its
+        optimiser afresh, so there is no optimiser state), the default family's description, the
+        twists measured with their scores, the KL budget, ``history``, the iterations done, this
+        run's learning runs when ``recycle``, and the random number generators' states."""
+        if self.twist is not None and not callable(getattr(self.twist, "state_dict", None)):
+            raise TypeError(f"TRITSMC can checkpoint a twist with state_dict() and load_state_dict() (a "
+                            f"torch.nn.Module), not a {type(self.twist).__name__}")
+        twist = None
+        if self.twist is not None:
+            twist = {"parameters": self.twist.state_dict(),
+                     "learning": self.twist.learning_state() if hasattr(self.twist, "learning_state") else None}
+        return {
+            "default_family": self._default_family,
+            "twist": twist,
+            "candidates": [{"score": c.score, "snapshot": c.snapshot, "measurements": c.measurements}
+                           for c in self._candidates],
+            "at_best": self._at_best,
+            "budget": self._budget,
+            "iteration": self._iteration,
+            "first": self._first,
+            "history": [stats._asdict() for stats in self.history],
+            "learning_results": [result.state_dict() for result in self.learning_results],
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state):
+        """Take up learning from :meth:`state_dict`: the next ``run()`` goes on with the iterations
+        left (build this object as the saved one was, with the same model and twist family)."""
+        if state["default_family"] is not None:
+            if self._family is not None and self._default_family is None:
+                raise ValueError("the checkpoint was learned with TRITSMC's default twist family, but this TRITSMC "
+                                 f"was given a twist ({type(self._family).__name__}): build it with twist=None")
+            self._default_family = state["default_family"]
+            self._family = build_family(self._default_family, self.optim)
+        elif self._family is None and state["twist"] is not None:
+            raise ValueError("the checkpoint holds a twist passed to TRITSMC: build this TRITSMC with a twist of "
+                             "the same kind")
+        self.twist = None if state["twist"] is None else self._family
+        if self.twist is not None:
+            self.twist.load_state_dict(state["twist"]["parameters"])
+            if state["twist"]["learning"] is not None:
+                self.twist.load_learning_state(state["twist"]["learning"])
+        self._candidates = [Candidate(c["score"], c["snapshot"], [tuple(m) for m in c["measurements"]])
+                            for c in state["candidates"]]
+        self._at_best, self._budget = state["at_best"], state["budget"]
+        self._iteration, self._first = state["iteration"], state["first"]
+        self.history = [IterationStats(**stats) for stats in state["history"]]
+        self.learning_results = [SMCResult.from_state_dict(result) for result in state["learning_results"]]
+        set_rng_state(state["rng"])
+        self._resuming = True
 
     def _best(self):
         """The latest twist measured within ``ACCEPT_SLACK`` of the highest score: among twists that
         measure alike, the one learning went furthest with."""
-        top = max(candidate[0] for candidate in self._candidates)
-        return [candidate for candidate in self._candidates if candidate[0] >= top - ACCEPT_SLACK][-1]
+        top = max(candidate.score for candidate in self._candidates)
+        return [candidate for candidate in self._candidates if candidate.score >= top - ACCEPT_SLACK][-1]
 
     def _keep_best(self):
         """Restore the twist of the highest score measured in this run (the last fit is not measured),
-        and warn when that is the twist learning started from."""
+        warn when that is the twist learning started from, and return its :class:`Candidate`."""
         best = self._best()
-        score, snapshot = best
-        self._restore(snapshot)
+        self._restore(best.snapshot)
         if self.num_iterations >= 2 and best is self._candidates[0]:
-            start = "the base chain (no twist)" if snapshot is None else "the twist it started from"
-            learned = max((candidate[0] for candidate in self._candidates[1:]), default=math.nan)
+            start = "the base chain (no twist)" if best.snapshot is None else "the twist it started from"
+            learned = max((candidate.score for candidate in self._candidates[1:]), default=math.nan)
             warnings.warn(
-                f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {score:.3f}; "
+                f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {best.score:.3f}; "
                 f"the learned twists' best {learned:.3f}), so the final run uses {start}. "
                 f"The twist family ({type(self._family).__name__}) did not improve on it here: try more particles, "
                 "a smaller kl_budget, more iterations, or another family (NeuralTwist where a LinearTwist fails)",
                 stacklevel=3,
             )
+        return best
+
+    def _check_agreement(self, best, final):
+        """Warn when the final run's ``log_evidence`` and the learning runs' measurements of the same
+        twist differ by more than 4 standard errors (and 0.05 nats): one of them missed mass that
+        the other found, and neither is to be trusted without looking."""
+        learned = sum(value for value, _ in best.measurements) / len(best.measurements)
+        learned_se = math.sqrt(sum(se**2 for _, se in best.measurements)) / len(best.measurements)
+        final_value, final_se = final.log_evidence.item(), final.log_evidence_se
+        if abs(final_value - learned) > 4 * math.hypot(final_se, learned_se) + 0.05:
+            warnings.warn(
+                f"TRITSMC: the final run's log_evidence {final_value:.3f} +- {final_se:.3f} disagrees with the "
+                f"learning runs' {learned:.3f} +- {learned_se:.3f} for the same twist, beyond their standard "
+                "errors: one of them missed mass the other found (resampling on a twist whose values are off, "
+                "or heavy-tailed weights: see final_result.summary() and history). Check with more particles",
+                stacklevel=3,
+            )
+
+
+def learning_diagnosis(history, window=STALL_WINDOW):
+    """Why learning went nowhere, or ``None``: its best score did not rise by more than
+    ``ACCEPT_SLACK`` over the last ``window`` iterations while the best path ESS stayed below
+    ``CONVERGED_ESS`` of the particles (a converged twist has nothing left to gain). Stalled:
+    every step of the window was rejected or tempered below ``STALLED_TAU``, the path weights too
+    degenerate for the trust region to move; otherwise steps were taken and did not help: the
+    family cannot fit what the weights ask of it."""
+    if len(history) <= window:
+        return None
+    earlier, recent = history[:-window], history[-window:]
+    if max(s.score for s in recent) > max(s.score for s in earlier) + ACCEPT_SLACK:
+        return None
+    best_ess = max(s.ess / s.num_particles for s in history)
+    if best_ess >= CONVERGED_ESS:
+        return None
+    taus = [s.tau for s in recent if s.accepted]
+    taken = ", ".join(f"{tau:.3f}" for tau in taus) or "none"
+    if max(taus, default=0.0) < STALLED_TAU:
+        return (f"learning stalled: the last {window} iterations raised no score (best path ESS/N {best_ess:.2f}); "
+                f"their steps were rejected or tempered to nothing (tau {taken}), the path weights too degenerate "
+                "for a trust-region step. Try more particles per iteration, or a twist that starts nearer the target")
+    return (f"the twist family stopped improving: the last {window} iterations took steps (tau {taken}) that raised "
+            f"no score, with the best path ESS/N at {best_ess:.2f}. The family cannot fit what the weights ask of "
+            "it: try a more flexible family (NeuralTwist for a LinearTwist, more hidden units or fit steps)")

@@ -26,7 +26,7 @@ from ..smc.weights import checked_ess, log_mean_exp
 from ..twists.gaussian import bounded_shift, newton_moments, newton_step_parts, value_and_grad
 from .lookahead import lookahead_parts
 from .memory import check_memory
-from .result import SMCResult
+from .result import KHAT_UNRELIABLE, SMCResult
 from .structure import find_chain, invalid_factor_error, is_latent, observed_log_prob, per_particle_site_error
 
 PROPOSALS = ("gradient", "newton", "gradient_at_state", "bootstrap")
@@ -397,8 +397,19 @@ class TwistedSMC:
         return self.twist
 
     def run(self, *args, **kwargs):
-        """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`."""
-        return self._run(self.chain_structure(*args, **kwargs), args, kwargs)
+        """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`. Warns when the
+        final weights' Pareto k-hat is above 0.7 (see :meth:`SMCResult.summary`)."""
+        result = self._run(self.chain_structure(*args, **kwargs), args, kwargs)
+        khat = result.pareto_khat
+        if khat > KHAT_UNRELIABLE:
+            warnings.warn(
+                f"{type(self).__name__}: the final weights are heavy-tailed (Pareto k-hat {khat:.2f} > "
+                f"{KHAT_UNRELIABLE}; ESS {result.ess_final.item():.1f} of {self.num_particles}): a few particles carry "
+                "log_evidence and the weighted samples, and neither they nor the standard error can be trusted. "
+                "Use a twist closer to the target, or far more particles; result.summary() shows the health check",
+                stacklevel=2,
+            )
+        return result
 
     def _run(self, structure, args, kwargs):
         """One run on the chain ``structure`` already found for these arguments."""

@@ -20,8 +20,15 @@ def ess(log_w):
 
 
 def log_evidence_se(ess, num_particles):
-    """The standard error of ``log Z_hat`` implied by an ESS (delta method): ``sqrt((N / ESS - 1) / N)``."""
-    return math.sqrt(max(num_particles / ess - 1.0, 0.0) / num_particles)
+    """The standard error of ``log Z_hat`` implied by an ESS (delta method): ``sqrt((N / ESS - 1) / N)``.
+
+    ``ess`` may be a sequence: the ESS of each resampling epoch's weights (just before each
+    resampling, and the final weights), whose relative variances add up. That ignores the variance
+    resampling passes on from one epoch to the next, so it is a lower estimate; the final
+    weights' Pareto k-hat says when the weights are too heavy-tailed for it to mean anything.
+    """
+    epochs = ess if isinstance(ess, (list, tuple)) else [ess]
+    return math.sqrt(sum(max(num_particles / e - 1.0, 0.0) for e in epochs) / num_particles)
 
 
 def check_log_weights(log_w, where):

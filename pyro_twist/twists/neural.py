@@ -170,6 +170,15 @@ class NeuralTwist(nn.Module):
             optimizer.step()
         self.load_state_dict(best_state)
 
+    def learning_state(self):
+        """What learning needs beyond the parameters: the replayed fits' paths (for a checkpoint; the
+        optimiser is created afresh by each fit, so it has no state to keep)."""
+        return [data._asdict() for data in self._replay]
+
+    def load_learning_state(self, state):
+        self._replay.clear()
+        self._replay.extend(_FitData(**data) for data in state)
+
     def _fit_data(self, transitions, log_weights, log_reward):
         W = torch.softmax(log_weights, 0).to(torch.get_default_dtype())
         N = W.shape[0]
