@@ -101,14 +101,19 @@ def floor_zero_twist(log_psi, twist_floor):
 
 class _UnbatchedRewardSites(Messenger):
     """Notes, inside the particle plate and so before it broadcasts them, the observed and factor sites
-    whose batch shape is empty: one value for all particles (``x0.sum()`` where ``x0.sum(-1)`` was meant)."""
+    after the chain's start whose batch shape is empty: one value for all particles (``x0.sum()`` where
+    ``x0.sum(-1)`` was meant). Before the chain such a site is a global term (a prior of a parameter
+    fixed by ``pyro.condition``, as in :class:`~pyro_twist.infer.pmmh.PMMH`) and belongs there."""
 
     def __init__(self):
         super().__init__()
         self.sites = []
+        self.chain_started = False
 
     def _pyro_sample(self, msg):
-        if msg["is_observed"] and len(msg["fn"].batch_shape) == 0:
+        if is_latent(msg):
+            self.chain_started = True
+        elif msg["is_observed"] and self.chain_started and len(msg["fn"].batch_shape) == 0:
             self.sites.append(msg["name"])
 
 
