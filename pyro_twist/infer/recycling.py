@@ -48,5 +48,8 @@ def recycle(results):
         ancestors=[None] * len(sites),
         after_chain={site: torch.cat([p[site] for p in paths]) for site in after_chain},
         log_reward=torch.cat([r.log_reward for r in results]),
+        reward_log_probs={site: torch.cat([r.reward_log_probs[site] for r in results])
+                          for site in results[0].reward_log_probs},
+        observed=results[0].observed,
         log_evidence_se=log_evidence_se,
     )

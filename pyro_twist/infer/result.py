@@ -20,7 +20,8 @@ class SMCResult:
     ``resampled``: whether each step resampled; ``ancestors``: the ancestor
     indices of each step (``None`` where it did not resample): the genealogy.
     ``log_reward``: each final particle's reward (the factor and observed sites
-    after the chain). ``transitions``: per-step records, when asked for, and with them
+    after the chain), and ``reward_log_probs`` the same site by site; ``observed``: the
+    observed sites' data. ``transitions``: per-step records, when asked for, and with them
     ``step_log_weights``: each step's log-weights ``(N,)`` after its twist (before resampling).
     ``log_evidence_se``: the standard error of ``log_evidence`` (by default from the ESS of each
     resampling epoch, see :func:`~pyro_twist.smc.weights.log_evidence_se`); ``pareto_khat``: the
@@ -28,7 +29,8 @@ class SMCResult:
     """
 
     def __init__(self, log_evidence, log_weights, ess, resampled, chain_sites, chain_values, ancestors, after_chain,
-                 log_reward, transitions=None, step_log_weights=None, log_evidence_se=None):
+                 log_reward, transitions=None, step_log_weights=None, log_evidence_se=None, reward_log_probs=None,
+                 observed=None):
         self.log_evidence = log_evidence
         self._log_evidence_se = log_evidence_se
         self.log_weights = log_weights
@@ -37,6 +39,8 @@ class SMCResult:
         self.chain_sites = chain_sites
         self.ancestors = ancestors
         self.log_reward = log_reward
+        self.reward_log_probs = {} if reward_log_probs is None else reward_log_probs
+        self.observed = {} if observed is None else observed
         self.transitions = transitions
         self.step_log_weights = step_log_weights
         self._chain_values = chain_values

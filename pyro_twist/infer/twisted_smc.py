@@ -140,7 +140,8 @@ class _TwistedSMCMessenger(Messenger):
         self.log_psi = None  # log psi_k(x_k) of the current particles
         self.grad_log_psi = None  # its gradient at x_k, for proposals that use it
         self.chain_started = self.chain_ended = False
-        self.num_reward_sites = 0
+        self.reward_log_probs = {}  # each factor and observed site after the chain: its log-density (N,)
+        self.observed = {}  # the observed sites' data
         self.sites, self.values, self.ancestors, self.ess, self.resampled = [], [], [], [], []
         self.after_chain = {}
         self.log_reward = torch.zeros(num_particles, dtype=torch.float64, device=self.device)
@@ -174,7 +175,9 @@ class _TwistedSMCMessenger(Messenger):
             log_prob = observed_log_prob(msg, self.num_particles)
             self.log_w = self.log_w + log_prob
             if self.chain_ended:
-                self.num_reward_sites += 1
+                self.reward_log_probs[msg["name"]] = log_prob.expand(self.num_particles)
+                if not isinstance(msg["fn"], dist.Unit):  # pyro.factor sites have no data
+                    self.observed[msg["name"]] = msg["value"]
                 self.log_reward = self.log_reward + log_prob
         elif self.chain_ended and self._step_of(msg) is None:
             self.after_chain[msg["name"]] = msg["value"]
@@ -447,7 +450,7 @@ class TwistedSMC:
                 "reduce over the state's own dimensions only (x0.sum(-1), not x0.sum()), or use .to_event(...)",
                 stacklevel=2,
             )
-        if engine.num_reward_sites == 0:
+        if not engine.reward_log_probs:
             warnings.warn(
                 "the model has no pyro.factor or observed site after its chain, so there is no "
                 "reward to steer toward: this ran as plain sampling",
@@ -463,6 +466,8 @@ class TwistedSMC:
             ancestors=engine.ancestors,
             after_chain=engine.after_chain,
             log_reward=engine.log_reward,
+            reward_log_probs=engine.reward_log_probs,
+            observed=engine.observed,
             transitions=engine.transitions,
             step_log_weights=engine.step_log_weights,
         )
