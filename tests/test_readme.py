@@ -43,10 +43,10 @@ def readme_code_blocks():
 
 
 def test_readme_has_its_code_blocks():
-    assert len(readme_code_blocks()) == 4
+    assert len(readme_code_blocks()) == 5
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_readme_code_block_runs_as_written(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the blocks may write files (a saved twist)
     namespace = {}
