@@ -9,7 +9,7 @@ import torch
 from pyro.infer import MCMC, Predictive
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from pyro_twist import TwistedSMC, diffusion_chain
+from pyro_twist import TRITSMC, TwistedSMC, diffusion_chain
 from pyro_twist.chains.linear_gaussian import random_linear_gaussian
 from pyro_twist.infer.evidence import estimate_evidence, log_bayes_factor
 from pyro_twist.infer.pmmh import PMMH
@@ -45,10 +45,16 @@ def problem():
     return model, y, post_mean, post_sd
 
 
-def test_pmmh_samples_the_exact_posterior_of_a_global_parameter(problem):
+@pytest.mark.parametrize("twist", ["bootstrap", "learned"])
+def test_pmmh_samples_the_exact_posterior_of_a_global_parameter(problem, twist):
     model, y, post_mean, post_sd = problem
     pyro.set_rng_seed(SEED)
-    kernel = PMMH(model, smc=lambda conditioned: TwistedSMC(conditioned, 64, progress_bar=False))
+    learn_twist = None
+    if twist == "learned":  # a log-linear twist learned half-way through warmup, then kept
+        learn_twist = lambda conditioned: TRITSMC(conditioned, num_particles=256, num_iterations=6,  # noqa: E731
+                                                  final_num_particles=64, progress_bar=False)
+    kernel = PMMH(model, smc=lambda conditioned: TwistedSMC(conditioned, 64, progress_bar=False),
+                  learn_twist=learn_twist)
     start = time.perf_counter()
     with pytest.warns(UserWarning, match="drawn sequentially"):  # two chains on a machine of two cores
         mcmc = MCMC(kernel, num_samples=3000, warmup_steps=500, num_chains=2, disable_progbar=True)
@@ -58,12 +64,23 @@ def test_pmmh_samples_the_exact_posterior_of_a_global_parameter(problem):
     ess = effective_sample_size(sigma).item()
     mean, sd = sigma.mean().item(), sigma.std().item()
     mcse_mean, mcse_sd = sd / math.sqrt(ess), sd / math.sqrt(2 * ess)
-    print(f"exact mean {post_mean:.4f} sd {post_sd:.4f}; PMMH mean {mean:.4f} sd {sd:.4f} (MCSE {mcse_mean:.4f}, "
-          f"{mcse_sd:.4f}); ESS {ess:.0f}, {ess / seconds:.1f} per second; acceptance {kernel.accept_rate:.3f}")
+    print(f"{twist}: exact mean {post_mean:.4f} sd {post_sd:.4f}; PMMH mean {mean:.4f} sd {sd:.4f} (MCSE "
+          f"{mcse_mean:.4f}, {mcse_sd:.4f}); ESS {ess:.0f}, {ess / seconds:.1f} per second; acceptance "
+          f"{kernel.accept_rate:.3f}")
     assert abs(mean - post_mean) < 3 * mcse_mean
     assert abs(sd - post_sd) < 3 * mcse_sd
     assert split_gelman_rubin(sigma).item() < 1.01
     assert 0.1 < kernel.accept_rate < 0.5
+    if twist == "learned":
+        # at the posterior mean, the learned twist's log Z_hat spreads less than bootstrap's at the same N
+        # (measured 0.20 against 0.29); 100 runs each
+        at_mean = {"sigma": torch.tensor(post_mean, dtype=torch.float64)}
+        spread = {}
+        for name, sampler in (("bootstrap", kernel.smc), ("learned", kernel._sampler)):
+            conditioned = pyro.condition(model, data=at_mean)
+            spread[name] = torch.tensor([sampler(conditioned).run(y).log_evidence.item() for _ in range(100)]).std()
+        print(f"log Z_hat sd at the posterior mean: {spread}")
+        assert spread["learned"] < 0.85 * spread["bootstrap"]
 
     predictive = Predictive(model, posterior_samples=mcmc.get_samples(200))(None)
     assert predictive["y"].shape == (200, 3)

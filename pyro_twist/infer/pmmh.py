@@ -70,6 +70,12 @@ class PMMH(MCMCKernel):
     :param model: a Pyro model with latent sites before a ``markov_chain``/``diffusion_chain``.
     :param smc: ``smc(conditioned_model)`` gives the sampler of one pass (default: bootstrap
         :class:`TwistedSMC` with 256 particles); any sampler of this package, a learned twist's too.
+    :param learn_twist: ``learn_twist(conditioned_model)`` gives a :class:`TRITSMC` that learns a
+        twist half-way through warmup, at the chain's state then (warmup has brought it into the
+        posterior); from then on each step is a :class:`TwistedSMC` run with that twist and the
+        ``TRITSMC``'s final particle count, in place of ``smc``. The twist is learned at one value
+        of the global sites and serves all of them: any twist keeps the estimate unbiased, so the
+        chain stays exact, and near the posterior's bulk it lowers the estimate's variance.
     :param float step_size: the random walk's initial standard deviation (unconstrained scale).
     :param bool adapt_step_size: adapt the step size and per-site scales during warmup.
     :param float target_accept_prob: the acceptance rate warmup aims at. With a noisy estimate
@@ -77,11 +83,13 @@ class PMMH(MCMCKernel):
         in high dimension), so the default is 0.25 for the few global parameters models have.
     """
 
-    def __init__(self, model, smc=None, step_size=0.5, adapt_step_size=True, target_accept_prob=0.25):
+    def __init__(self, model, smc=None, learn_twist=None, step_size=0.5, adapt_step_size=True,
+                 target_accept_prob=0.25):
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size!r}")
         self.model = model
         self.smc = smc or (lambda conditioned: TwistedSMC(conditioned, 256, progress_bar=False))
+        self.learn_twist = learn_twist
         self.step_size = step_size
         self.adapt_step_size = adapt_step_size
         self.target_accept_prob = target_accept_prob
@@ -92,6 +100,7 @@ class PMMH(MCMCKernel):
 
     def _reset(self):
         self._state = None  # (params, log target) of the current state
+        self.twist_learner = None  # the TRITSMC that learned this chain's twist, once it has
         self._num_steps, self._num_accepted = 0, 0
         self._log_step = math.log(self.step_size)
         self._scale = None
@@ -129,8 +138,20 @@ class PMMH(MCMCKernel):
         with warnings.catch_warnings():
             # a noisy estimate is valid here (it only lowers the acceptance rate): no warning per step
             warnings.filterwarnings("ignore", message=".*heavy-tailed \\(Pareto k-hat")
-            result = self.smc(pyro.condition(self.model, data=values)).run(*self._args, **self._kwargs)
+            result = self._sampler(pyro.condition(self.model, data=values)).run(*self._args, **self._kwargs)
         return result.log_evidence.item() + float(log_jacobian), result
+
+    def _sampler(self, conditioned):
+        if self.twist_learner is None:
+            return self.smc(conditioned)
+        final = self.twist_learner.final
+        return TwistedSMC(conditioned, final.num_particles, twist=self.twist_learner.twist, progress_bar=False)
+
+    def _learn_twist(self, params):
+        """Learn the twist at ``params``; the current state's estimate is then redrawn with it."""
+        self.twist_learner = self.learn_twist(pyro.condition(self.model, data=self.constrained(params)))
+        self.twist_learner.run(*self._args, **self._kwargs)
+        self._state = (params, self.log_target(params)[0])
 
     def sample(self, params):
         if self._state is None or self._state[0] is not params:  # a first step, or a state set from outside
@@ -150,6 +171,8 @@ class PMMH(MCMCKernel):
         self._num_accepted += accepted
         if self._num_steps <= self._warmup_steps:
             self._adapt(min(1.0, math.exp(min(log_ratio, 0.0))))
+            if self._num_steps == max(self._warmup_steps // 2, 1) and self.learn_twist is not None:
+                self._learn_twist(self._state[0])
         else:
             self.log_evidence.append(self._state[1])
         return self._state[0]
