@@ -10,7 +10,7 @@ from diffusers import DDPMScheduler
 from pyro_twist import (TDS, FKSteering, GaussianMixture, GaussianMixtureKernel, LinearTwist, TRITSMC, TwistedSMC,
                         DiffusersKernel, diffusion_chain, markov_chain)
 
-from .conftest import REWARD, lg_model_a, lg_model_b
+from .conftest import REWARD, SEED, lg_model_a, lg_model_b
 
 
 def test_chain_structure_follows_the_kernel_passed_as_argument():
@@ -295,3 +295,20 @@ def test_newton_proposal_with_a_twist_constant_at_one_step(lg_kernel):
     pyro.set_rng_seed(0)
     result = TwistedSMC(lg_model_b(lg_kernel, REWARD), 4096, twist=twist, proposal="newton", progress_bar=False).run()
     assert abs(result.log_evidence.item() - lg_kernel.log_normalizer(REWARD).item()) < 0.05
+
+
+@pytest.mark.parametrize("sampler", [FKSteering, TDS])
+def test_lookahead_runs_a_model_wrapped_in_pyro_condition(lg_kernel, sampler):
+    # The look-ahead re-runs the model inside the run; a pyro.condition around it (as PMMH builds) was
+    # installed twice: "cannot install a Messenger instance twice".
+    def model():
+        scale = pyro.sample("scale", dist.LogNormal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        x0 = diffusion_chain("x", lg_kernel, (lg_kernel.dim,))
+        pyro.factor("reward", x0 @ (scale * REWARD))
+
+    scale = torch.tensor(0.5, dtype=torch.float64)
+    conditioned = pyro.condition(model, data={"scale": scale})
+    pyro.set_rng_seed(SEED)
+    result = sampler(conditioned, 1024, progress_bar=False).run()
+    log_z = lg_kernel.log_normalizer(scale * REWARD).item() + dist.LogNormal(0.0, 1.0).log_prob(scale).item()
+    assert abs(result.log_evidence.item() - log_z) < 0.05

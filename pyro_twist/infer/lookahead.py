@@ -1,7 +1,10 @@
 """Look-ahead rewards: the model's own reward sites evaluated on a guess of the chain's final state."""
+import copy
+from functools import partial
+
 import pyro
 import torch
-from pyro.poutine.messenger import Messenger
+from pyro.poutine.messenger import Messenger, _bound_partial, _context_wrap
 
 from .structure import observed_log_prob
 
@@ -33,13 +36,24 @@ class LookaheadReward:
     """
 
     def __init__(self, model, args, kwargs):
-        self.model, self.args, self.kwargs = model, args, kwargs
+        self.model, self.args, self.kwargs = _with_own_handlers(model), args, kwargs
 
     def __call__(self, x0):
         handler = _ReplaceChain(x0)
         with pyro.poutine.block(), handler:
             self.model(*self.args, **self.kwargs)
         return handler.log_reward
+
+
+def _with_own_handlers(model):
+    """``model`` with copies of the Pyro handlers wrapped around it (``pyro.condition(model, data)``...):
+    the look-ahead runs the model while the outer run has the originals installed, and Pyro refuses
+    to install one handler instance twice."""
+    wrapped = getattr(model, "func", None)
+    if isinstance(wrapped, partial) and wrapped.func is _context_wrap:
+        handler, fn = wrapped.args
+        return _bound_partial(partial(_context_wrap, copy.copy(handler), _with_own_handlers(fn)))
+    return model
 
 
 def lookahead_parts(structure, model, args, kwargs, who):
