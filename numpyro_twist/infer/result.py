@@ -42,14 +42,13 @@ class SMCResult:
         """Every latent site's value for each final particle, following the genealogy back in time
         (the last chain site and the sites after the chain only, for a run without ``keep_paths``)."""
         states = np.asarray(self._states)
-        ancestors = np.asarray(self.ancestors)
-        sites = self.chain_sites[-len(states):]
+        kept = self.chain_sites[len(self.chain_sites) - len(states):]
         paths = {}
         index = np.arange(self.num_particles)
-        for j in range(len(self.chain_sites) - 1, len(self.chain_sites) - 1 - len(states), -1):
-            paths[self.chain_sites[j]] = states[j - len(self.chain_sites) + len(states)][index]
-            index = ancestors[j][index]
-        paths = {site: paths[site] for site in sites}
+        for site, value, parents in zip(reversed(kept), states[::-1], np.asarray(self.ancestors)[::-1]):
+            paths[site] = value[index]
+            index = parents[index]
+        paths = {site: paths[site] for site in kept}
         paths.update({site: np.asarray(value) for site, value in self._after_chain.items()})
         return paths
 

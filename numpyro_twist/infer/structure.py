@@ -3,9 +3,8 @@ import jax.numpy as jnp
 
 
 def per_particle_site_error(site, chain):
-    where = f"the chain {chain!r}" if chain else "the chain"
     return ValueError(
-        f"sample site {site!r} is random per particle but stands before {where}, "
+        f"sample site {site!r} is random per particle but stands before the chain {chain!r}, "
         "outside its state: resampling could not keep it consistent with the particles. "
         "Make it part of the chain's state, pass it as an argument to the model, or fix it "
         "with numpyro.handlers.condition."

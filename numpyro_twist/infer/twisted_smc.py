@@ -47,19 +47,22 @@ class _ChainEngine(Messenger):
         self.log_reward = jnp.zeros(n)
         self.num_reward_sites = 0
         self.after_chain = {}
+        self.sites_before = []  # refused when a chain follows them; without a chain the error says so
 
     def process_message(self, msg):
         if msg["type"] == CHAIN_MESSAGE:
             name, init, transition, num_steps = msg["args"]
             if self.layout is not None:
                 raise second_chain_error(name, self.layout.name)
+            if self.sites_before:
+                raise per_particle_site_error(self.sites_before[0], name)
             self.steps = self.sampler.steps(num_steps, msg["infer"].get("kernel"), self.args, self.kwargs)
             dtype = jnp.result_type(float)
             self.state, self.infos = self.steps.run_chain(self.rng_key, init, transition, num_steps, dtype)
             self.layout = ChainLayout(name, num_steps, 0)
             msg["value"] = self.state.x
         elif msg["type"] == "sample" and not msg["is_observed"] and self.layout is None:
-            raise per_particle_site_error(msg["name"], None)
+            self.sites_before.append(msg["name"])
 
     def postprocess_message(self, msg):
         if msg["type"] != "sample":
