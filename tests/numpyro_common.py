@@ -1,6 +1,9 @@
 """Shared problems for the numpyro_twist tests: float64, and the linear-Gaussian chain of the Pyro tests."""
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 
 from numpyro_twist import diffusion_chain, markov_chain
@@ -40,3 +43,9 @@ def log_evidence_over_keys(sampler, seed, repeats, *args):
     """``log_evidence`` of ``repeats`` independent passes, one compiled vmap over their keys."""
     keys = jax.random.split(jax.random.PRNGKey(seed), repeats)
     return jax.jit(jax.vmap(lambda key: sampler.pure_run(key, *args).log_evidence))(keys)
+
+
+def z_ratio_mean_and_se(sampler, log_z, seed=0, repeats=100):
+    """Mean of ``Z_hat / Z`` over ``repeats`` passes, and its standard error."""
+    ratio = np.exp(np.asarray(log_evidence_over_keys(sampler, seed, repeats)) - float(log_z))
+    return ratio.mean(), ratio.std(ddof=1) / math.sqrt(repeats)
