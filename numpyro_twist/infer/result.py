@@ -1,0 +1,97 @@
+"""The result of a twisted SMC run."""
+import jax
+import numpy as np
+
+from ..smc.weights import ess, log_evidence_se, normalized_weights
+
+
+class SMCResult:
+    """Particles, weights, evidence and diagnostics of one run.
+
+    ``log_evidence``: log Z_hat. ``log_weights``: final log-weights ``(N,)``. ``ess``: effective
+    sample size after weighting at each chain step (``k = num_steps, ..., 0``); ``ess_final``: after
+    the reward. ``resampled``: whether each step resampled; ``ancestors``: each step's ancestor
+    indices (the identity where it did not resample), the genealogy. ``log_reward``: each final
+    particle's reward (the factor and observed sites after the chain).
+    """
+
+    def __init__(self, output, chain_name, num_steps, rng_key):
+        self.log_evidence = output.log_evidence
+        self.log_weights = output.log_weights
+        self.log_reward = output.log_reward
+        self.ess = output.ess
+        self.resampled = output.resampled
+        self.ancestors = output.ancestors
+        self.chain_sites = [f"{chain_name}_{k}" for k in range(num_steps, -1, -1)]
+        self._states = output.states
+        self._after_chain = output.after_chain
+        self._rng_key = rng_key
+
+    @property
+    def num_particles(self):
+        return self.log_weights.shape[0]
+
+    @property
+    def ess_final(self):
+        return ess(self.log_weights)
+
+    def get_normalized_weights(self):
+        return normalized_weights(self.log_weights)
+
+    def trajectories(self):
+        """Every latent site's value for each final particle, following the genealogy back in time
+        (the last chain site and the sites after the chain only, for a run without ``keep_paths``)."""
+        states = np.asarray(self._states)
+        kept = self.chain_sites[len(self.chain_sites) - len(states):]
+        paths = {}
+        index = np.arange(self.num_particles)
+        for site, value, parents in zip(reversed(kept), states[::-1], np.asarray(self.ancestors)[::-1]):
+            paths[site] = value[index]
+            index = parents[index]
+        paths = {site: paths[site] for site in kept}
+        paths.update({site: np.asarray(value) for site, value in self._after_chain.items()})
+        return paths
+
+    def get_samples(self, num_samples=None, rng_key=None):
+        """Equally weighted samples: ``num_samples`` (default N) draws of the final particles by weight,
+        with ``rng_key`` (default: one derived from the run's key, so the same result gives the same draws)."""
+        key = jax.random.fold_in(self._rng_key, 1) if rng_key is None else rng_key
+        index = np.asarray(jax.random.categorical(key, self.log_weights, shape=(num_samples or self.num_particles,)))
+        return {site: value[index] for site, value in self.trajectories().items()}
+
+    @property
+    def num_resampling(self):
+        """How many steps resampled."""
+        return int(np.asarray(self.resampled).sum())
+
+    @property
+    def log_evidence_se(self):
+        """The standard error of ``log_evidence`` from the ESS of each resampling epoch (a lower estimate,
+        see :func:`~numpyro_twist.smc.weights.log_evidence_se`)."""
+        epochs = list(np.asarray(self.ess)[np.asarray(self.resampled)]) + [float(self.ess_final)]
+        return log_evidence_se(epochs, self.num_particles)
+
+    def diagnostics(self):
+        """The health check as a dict: particles, ``log_evidence`` and its standard error, the final
+        and the lowest per-step ESS, and how many steps resampled."""
+        return {
+            "num_particles": self.num_particles,
+            "log_evidence": float(self.log_evidence),
+            "log_evidence_se": self.log_evidence_se,
+            "ess_final": float(self.ess_final),
+            "ess_min": float(np.min(np.asarray(self.ess))),
+            "num_resampling": self.num_resampling,
+            "num_steps": len(self.chain_sites),
+        }
+
+    def print_summary(self):
+        """Print the health check (see :meth:`diagnostics`)."""
+        d = self.diagnostics()
+        n = d["num_particles"]
+        print(
+            f"SMC result, {n} particles\n"
+            f"  log_evidence  {d['log_evidence']:.4f} +- {d['log_evidence_se']:.4f} (standard error)\n"
+            f"  ESS           {d['ess_final']:.1f} of {n} at the end ({d['ess_final'] / n:.2f}), "
+            f"lowest at a step {d['ess_min']:.1f}\n"
+            f"  resampled     at {d['num_resampling']} of {d['num_steps']} steps"
+        )

@@ -1,0 +1,182 @@
+"""Twisted Sequential Monte Carlo over the chain of a NumPyro model, compiled as one ``jit``.
+
+The model runs once, under a plate of N particles. Its chain (``markov_chain`` /
+``diffusion_chain``) hands its law to the engine below, which runs the whole chain for all
+particles as one ``lax.scan`` (see ``steps.py``) and hands the final states back to the
+model as the chain's value; every factor and observed site adds its log-density to the
+particles' weights, and the last twist is divided out, so the weights target
+``p(x_{0:K}) * exp(sum of factors)`` whatever the twist.
+"""
+import warnings
+from collections import namedtuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro import handlers
+from numpyro.primitives import Messenger
+
+from ..chains.markov_chain import CHAIN_MESSAGE
+from ..smc.resampling import get_resampler
+from ..smc.weights import WEIGHTS_OK, weight_error, weight_status
+from .result import SMCResult
+from .steps import PROPOSALS, SMCSteps
+from .structure import no_chain_error, per_particle_site_error, second_chain_error, site_log_prob
+
+SMCOutput = namedtuple("SMCOutput", ["log_evidence", "log_weights", "log_reward", "ess", "resampled", "ancestors",
+                                     "states", "after_chain", "weight_status", "final_weight_status"])
+SMCOutput.__doc__ = """\
+Everything one pass returns, as arrays (``vmap`` stacks them over passes). Per-step arrays run over
+``k = K, ..., 0``; ``states`` holds each step's states after resampling, ``(K + 1, N, ...)`` (the last
+only, ``(1, N, ...)``, without ``keep_paths``); ``after_chain`` the latent sites after the chain."""
+
+ChainLayout = namedtuple("ChainLayout", ["name", "num_steps", "num_reward_sites"])
+
+
+class _ChainEngine(Messenger):
+    """Runs the chain when the model reaches it, and sums the observed and factor sites per particle."""
+
+    def __init__(self, sampler, rng_key, args, kwargs):
+        super().__init__()
+        self.sampler, self.rng_key, self.args, self.kwargs = sampler, rng_key, args, kwargs
+        n = sampler.num_particles
+        self.layout = self.steps = None
+        self.state = self.infos = None
+        self.log_likelihood = jnp.zeros(n)
+        self.log_reward = jnp.zeros(n)
+        self.num_reward_sites = 0
+        self.after_chain = {}
+        self.sites_before = []  # refused when a chain follows them; without a chain the error says so
+
+    def process_message(self, msg):
+        if msg["type"] == CHAIN_MESSAGE:
+            name, init, transition, num_steps = msg["args"]
+            if self.layout is not None:
+                raise second_chain_error(name, self.layout.name)
+            if self.sites_before:
+                raise per_particle_site_error(self.sites_before[0], name)
+            self.steps = self.sampler.steps(num_steps, msg["infer"].get("kernel"), self.args, self.kwargs)
+            dtype = jnp.result_type(float)
+            self.state, self.infos = self.steps.run_chain(self.rng_key, init, transition, num_steps, dtype)
+            self.layout = ChainLayout(name, num_steps, 0)
+            msg["value"] = self.state.x
+        elif msg["type"] == "sample" and not msg["is_observed"] and self.layout is None:
+            self.sites_before.append(msg["name"])
+
+    def postprocess_message(self, msg):
+        if msg["type"] != "sample":
+            return
+        if msg["is_observed"]:
+            log_prob = site_log_prob(msg, self.sampler.num_particles)
+            self.log_likelihood = self.log_likelihood + log_prob
+            if self.layout is not None:
+                self.num_reward_sites += 1
+                self.log_reward = self.log_reward + log_prob
+        elif self.layout is not None:
+            self.after_chain[msg["name"]] = msg["value"]
+
+
+class TwistedSMC:
+    """Twisted SMC over the diffusion (or any Markov) chain of a NumPyro model.
+
+    :param model: a NumPyro model written for one particle, with a chain (``markov_chain`` /
+        ``diffusion_chain``) followed by ``numpyro.factor`` or observed sites: the reward.
+    :param int num_particles: number of particles N.
+    :param twist: ``None`` (bootstrap proposal) or any object with ``log_psi(k, x)`` returning one
+        value per particle, approximating ``log E[exp(reward) | x_k]``; ``k`` may be a traced integer.
+        Gaussian steps are proposed from the base Normal with its mean shifted by variance times
+        ``grad log_psi(k, .)`` at that mean (exact for twists linear in ``x``); a twist may set
+        ``proposal`` to ``"bootstrap"`` or ``"gradient_at_state"`` (the gradient at ``x_k``), and may
+        define ``combine(previous, log_psi)`` to carry a potential along each path.
+    :param str proposal: one of those proposal names, in place of the twist's own.
+    :param resampling: ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"``, or a
+        callable ``(rng_key, log_w, num_samples) -> ancestors`` that works under ``jit``.
+    :param float ess_threshold: resample when ESS < ``ess_threshold * N`` (0: never, 1: always).
+    :param resampling_steps: the steps ``k`` at which resampling may happen (default: all).
+    :param float max_shift: bound of gradient proposals' shift of the base mean, in norms of the base
+        standard deviation (``None``: unbounded); the weights stay exact either way.
+    :param float twist_floor: where the twist is zero at a particle it is raised to ``twist_floor`` nats
+        below the lowest positive twist value among the particles at that step.
+    :param bool keep_paths: keep every step's states (memory ``K * N * d``), for whole trajectories.
+
+    ``run(rng_key, *args, **kwargs)`` compiles one pass (chain, weighting, resampling and reward) with
+    ``jax.jit`` once per argument shapes, runs it and checks it; :meth:`pure_run` is the same pass as a
+    pure function, for ``vmap`` over keys.
+    """
+
+    def __init__(self, model, num_particles, twist=None, proposal=None, resampling="systematic", ess_threshold=0.5,
+                 resampling_steps=None, max_shift=None, twist_floor=1.0, keep_paths=True):
+        if int(num_particles) != num_particles or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        if proposal is not None and proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
+        if not 0 <= ess_threshold <= 1:
+            raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold!r}")
+        if twist is not None and not callable(getattr(twist, "log_psi", None)):
+            raise TypeError("twist must have a method log_psi(k, x) returning one value per particle")
+        if resampling_steps is not None and not hasattr(resampling_steps, "__iter__"):
+            raise ValueError(f"resampling_steps must be a collection of steps k (e.g. range(0, 50, 5)), "
+                             f"got {resampling_steps!r}")
+        if max_shift is not None and not max_shift > 0:
+            raise ValueError(f"max_shift must be positive or None, got {max_shift!r}")
+        if not 0 < twist_floor < float("inf"):
+            raise ValueError(f"twist_floor must be positive and finite, got {twist_floor!r}")
+        self.model = model
+        self.num_particles = int(num_particles)
+        self.twist = twist
+        self.proposal = proposal
+        self.resampler = get_resampler(resampling)
+        self.ess_threshold = ess_threshold
+        self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
+        self.max_shift, self.twist_floor, self.keep_paths = max_shift, twist_floor, keep_paths
+        self._layout = None
+        self._compiled = jax.jit(self.pure_run)
+
+    def _twist_for_run(self, kernel, args, kwargs):
+        return self.twist
+
+    def steps(self, num_steps, kernel, args, kwargs):
+        """The pure steps of a pass over a chain of ``num_steps`` built on ``kernel`` (or ``None``)."""
+        twist = self._twist_for_run(kernel, args, kwargs)
+        proposal = self.proposal or getattr(twist, "proposal", "gradient")
+        if proposal not in PROPOSALS:
+            raise ValueError(f"twist.proposal must be one of {PROPOSALS}, got {proposal!r}")
+        allowed = [self.resampling_steps is None or k in self.resampling_steps for k in range(num_steps + 1)]
+        return SMCSteps(self.num_particles, twist, proposal, self.resampler, self.ess_threshold, jnp.array(allowed),
+                        self.max_shift, self.twist_floor, self.keep_paths)
+
+    def pure_run(self, rng_key, *args, **kwargs):
+        """One pass on ``model(*args, **kwargs)`` as a pure function of its arguments: an :data:`SMCOutput`."""
+        key_chain, key_model = jax.random.split(rng_key)
+        engine = _ChainEngine(self, key_chain, args, kwargs)
+        with handlers.seed(rng_seed=key_model), numpyro.plate("particles", self.num_particles, dim=-1), engine:
+            self.model(*args, **kwargs)
+        if engine.layout is None:
+            raise no_chain_error()
+        self._layout = engine.layout._replace(num_reward_sites=engine.num_reward_sites)
+        log_w, log_evidence = engine.steps.finish(engine.state, engine.log_likelihood)
+        infos = engine.infos
+        states = infos.x if self.keep_paths else engine.state.x[None]
+        return SMCOutput(log_evidence, log_w, engine.log_reward, infos.ess, infos.resampled, infos.ancestors, states,
+                         engine.after_chain, infos.weight_status, weight_status(log_w))
+
+    def run(self, rng_key, *args, **kwargs):
+        """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`."""
+        output = self._compiled(rng_key, *args, **kwargs)
+        self._check(output)
+        name, num_steps, _ = self._layout
+        return SMCResult(output, name, num_steps, rng_key)
+
+    def _check(self, output):
+        name, num_steps, num_reward_sites = self._layout
+        status = np.asarray(output.weight_status)
+        bad = np.flatnonzero(status != WEIGHTS_OK)
+        if bad.size:
+            k = num_steps - int(bad[0])
+            raise weight_error(status[bad[0]], f"at chain site '{name}_{k}' (step k={k})")
+        if int(output.final_weight_status) != WEIGHTS_OK:
+            raise weight_error(int(output.final_weight_status), "after the reward sites at the end of the model")
+        if num_reward_sites == 0:
+            warnings.warn("the model has no numpyro.factor or observed site after its chain, so there is no "
+                          "reward to steer toward: this ran as plain sampling", stacklevel=3)

@@ -1,0 +1,4 @@
+from .linear import LinearTwist
+from .lookahead import LookaheadTwist
+
+__all__ = ["LinearTwist", "LookaheadTwist"]
