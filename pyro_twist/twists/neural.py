@@ -11,7 +11,8 @@ from .gaussian import value_and_grad
 
 _FitData = namedtuple("_FitData", ["anchor_steps", "anchor", "anchor_lookahead_grad", "mu", "variance", "old_mean",
                                    "noise", "noise_weight", "path_weight", "num_gaussian", "weights", "final_values",
-                                   "final_lookahead", "log_reward", "context", "held_out"])
+                                   "final_lookahead", "log_reward", "context", "held_out", "state_steps", "states",
+                                   "log_future_weight", "state_lookahead"])
 _Lookahead = namedtuple("_Lookahead", ["x", "value", "grad"])
 
 
@@ -51,12 +52,18 @@ class NeuralTwist(nn.Module):
     """
 
     def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=100,
-                 num_frequencies=4, context=None, context_dim=0, replay=2, lookahead=False):
+                 num_frequencies=4, context=None, context_dim=0, replay=2, lookahead=False, value_weight=1.0,
+                 shrink_inputs=True, lookahead_start=1.0):
         super().__init__()
+        self.value_weight = value_weight
+        self.shrink_inputs = shrink_inputs
+        # per step, the least-squares coefficient of x_0 on x_k (1 until the first fit measures it)
+        self.register_buffer("shrinkage", torch.ones(num_steps + 1))
+        self._shrinkage_measured = False
         self.lookahead = bool(lookahead)
         self.proposal = "gradient_at_state" if self.lookahead else "gradient"
         if self.lookahead:
-            self.lookahead_scale = nn.Parameter(torch.ones(num_steps + 1))
+            self.lookahead_scale = nn.Parameter(torch.full((num_steps + 1,), float(lookahead_start)))
         self._lookahead_reward, self._lookahead_batch_size = None, None
         self._lookahead_log = {}
         if (context is None) != (context_dim == 0):
@@ -117,7 +124,8 @@ class NeuralTwist(nn.Module):
         if x.shape[1:] != self.event_shape:
             raise ValueError(f"NeuralTwist was built for states of shape {self.event_shape}, but got states of shape "
                              f"{tuple(x.shape[1:])} (after the particle dimension)")
-        parts = [x.reshape(len(x), -1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
+        scale = self.shrinkage[steps].to(x.dtype)[:, None] if self.shrink_inputs else 1.0
+        parts = [scale * x.reshape(len(x), -1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
         if self.context is not None:
             if context is None:
                 raise ValueError("NeuralTwist has a context but no run bound it: call bind(*args, **kwargs)")
@@ -151,6 +159,8 @@ class NeuralTwist(nn.Module):
         dimensions it does), so an eighth of the paths is held out: the fit keeps the
         parameters, the starting ones included, with the best held-out likelihood.
         """
+        if self.shrink_inputs and not self._shrinkage_measured:
+            self._measure_shrinkage(transitions)
         self._replay.append(self._fit_data(transitions, log_weights, log_reward))
         optimizer = self.optim(self.parameters())
         best_loss, best_state = math.inf, None
@@ -169,6 +179,19 @@ class NeuralTwist(nn.Module):
             sum(loss[~data.held_out].sum() for loss, data in zip(losses, self._replay)).backward()
             optimizer.step()
         self.load_state_dict(best_state)
+
+    def _measure_shrinkage(self, transitions):
+        """Scale each step's input by the linear denoiser's coefficient ``cov(x_0, x_k) / var(x_k)``,
+        pooled over dimensions and measured once, on the first fit's paths. At high noise ``x_k``
+        says little of ``x_0`` and the coefficient is near 0, so the network's values and gradients
+        start as flat there as the optimal twist is; near ``k = 0`` it is near 1."""
+        x0 = transitions[-1].value.detach().reshape(len(transitions[-1].value), -1).to(self.shrinkage.dtype)
+        x0 = x0 - x0.mean(0)
+        for r in transitions:
+            x = r.value.detach().reshape(len(r.value), -1).to(x0.dtype)
+            x = x - x.mean(0)
+            self.shrinkage[r.step] = (x * x0).sum() / (x * x).sum().clamp(min=1e-12)
+        self._shrinkage_measured = True
 
     def _fit_data(self, transitions, log_weights, log_reward):
         W = torch.softmax(log_weights, 0).to(torch.get_default_dtype())
@@ -199,7 +222,26 @@ class NeuralTwist(nn.Module):
             final_values=[r.value.detach().to(W.dtype) for r in deterministic], final_lookahead=final_lookahead,
             log_reward=log_reward.to(W.dtype), context=self._context_value,
             held_out=torch.randperm(N, device=W.device) < max(1, N // 8),
+            state_steps=torch.cat([torch.full((N,), r.step, device=W.device) for r in gaussian]),
+            states=stack("value"),
+            log_future_weight=self._log_future_weight(transitions, gaussian, log_reward.to(W.dtype)),
+            state_lookahead=None if not self.lookahead else torch.cat(
+                [self._logged_lookahead(r.step, r.value)[0] for r in gaussian]).to(W.dtype),
         )
+
+    def _log_future_weight(self, transitions, gaussian, log_reward):
+        """``log(rho_k exp(reward))`` of each path at each Gaussian step, shape ``(steps, N)``: the reward
+        plus the log ratio of base to proposal densities of the transitions after step ``k``."""
+        log_ratio = {id(r): (torch.distributions.Normal(r.base_mean, r.base_variance.sqrt()).log_prob(r.value)
+                             - torch.distributions.Normal(r.proposal_mean, r.proposal_variance.sqrt()).log_prob(r.value))
+                     .reshape(len(r.value), -1).sum(-1).to(log_reward.dtype)
+                     for r in transitions if r.base_mean is not None}
+        later = torch.zeros_like(log_reward)
+        future = {}
+        for r in reversed(transitions):
+            future[id(r)] = log_reward + later
+            later = later + log_ratio.get(id(r), 0.0)
+        return torch.stack([future[id(r)] for r in gaussian])
 
     def _per_row(self, values):
         """One value per row, broadcast over the state's dimensions."""
@@ -225,4 +267,24 @@ class NeuralTwist(nn.Module):
             residual = torch.where(data.weights > 0, log_psi - data.log_reward, torch.zeros_like(log_psi))
             residual = residual - (data.weights * residual).sum()
             loss = loss + data.weights * residual**2
+        if self.value_weight:
+            loss = loss + self.value_weight * self._value_loss(data)
         return loss
+
+    def _value_loss(self, data):
+        """Cross-entropy between each step's particles rated by ``psi_k`` (a softmax of ``log psi_k``) and
+        by the weight their paths carry from ``x_k`` on, shape ``(N,)`` (summing to the loss).
+
+        Under the proposal ``q`` that drew the paths, ``psi_k(x) = E_q[rho_k exp(reward) | x_k = x]``
+        with ``rho_k`` the path's ratio of base to proposal densities after step ``k``: the optimal
+        twist is the regression of this future weight on ``x_k``, and a softmax over particles
+        regresses it up to a per-step constant, which changes no weight. Where a step's noise is
+        large the future weights do not depend on ``x_k``, and neither does the fit.
+        """
+        N = data.weights.shape[0]
+        log_psi = self._rows(data.state_steps, data.states, data.context)
+        if data.state_lookahead is not None:
+            log_psi = log_psi + self.lookahead_scale[data.state_steps].to(log_psi.dtype) * data.state_lookahead
+        log_psi = log_psi.reshape(data.num_gaussian, N)
+        future = torch.softmax(data.log_future_weight, -1)
+        return (-future * log_psi + torch.logsumexp(log_psi, -1, keepdim=True) / N).mean(0)
