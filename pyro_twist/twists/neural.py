@@ -49,12 +49,26 @@ class NeuralTwist(nn.Module):
     :param int context_dim: size of the context.
     :param int replay: how many of the latest fits' paths each fit trains on (1: only its own).
     :param bool lookahead: add the learned multiple of the look-ahead reward (above).
+    :param float value_weight: weight of the value fit (see ``_value_loss``): ``log psi_k`` regresses
+        the weight each path carries from ``x_k`` on, at every step (0: no value fit).
+    :param bool shrink_inputs: scale each step's input by the linear denoiser's coefficient, measured
+        on the first fit's paths, so that the network is flat where the noise hides ``x_0``.
+    :param float lookahead_start: the look-ahead scale ``alpha_k`` learning starts from (1: the
+        Twisted Diffusion Sampler's twist; 0: the base chain, with the look-ahead reward an input the
+        value fit learns to weigh per step).
+    :param float likelihood_weight: weight of the proposal-noise likelihood in the fit (0: the
+        value fit alone, which spares the fit its second-order gradients).
+
+    On the digits model (N = 256, 16 iterations), ``lookahead=True, lookahead_start=0,
+    value_weight=1, likelihood_weight=0, shrink_inputs=True`` raised the path ESS/N from the
+    base's 0.09 to 0.35 for the digit 3; the defaults, which keep the earlier behaviour, stay near 0.1.
     """
 
     def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=100,
-                 num_frequencies=4, context=None, context_dim=0, replay=2, lookahead=False, value_weight=1.0,
-                 shrink_inputs=True, lookahead_start=1.0):
+                 num_frequencies=4, context=None, context_dim=0, replay=2, lookahead=False, value_weight=0.0,
+                 shrink_inputs=False, lookahead_start=1.0, likelihood_weight=1.0):
         super().__init__()
+        self.likelihood_weight = likelihood_weight
         self.value_weight = value_weight
         self.shrink_inputs = shrink_inputs
         # per step, the least-squares coefficient of x_0 on x_k (1 until the first fit measures it)
@@ -248,17 +262,10 @@ class NeuralTwist(nn.Module):
         return values[(slice(None),) + (None,) * len(self.event_shape)]
 
     def _per_path_loss(self, data):
-        """The negative weighted log-likelihood of each path, shape ``(N,)``."""
-        anchor = data.anchor.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(self._rows(data.anchor_steps, anchor, data.context).sum(), anchor,
-                                      create_graph=True)
-        if data.anchor_lookahead_grad is not None:
-            scale = self._per_row(self.lookahead_scale[data.anchor_steps]).to(grad.dtype)
-            grad = grad + scale * data.anchor_lookahead_grad
-        d = data.mu + data.variance * grad - data.old_mean
-        log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
-        N = data.weights.shape[0]
-        loss = -log_lik.reshape(data.num_gaussian, N, -1).sum((0, 2)) / data.num_gaussian
+        """The negative weighted log-likelihood of each path, shape ``(N,)``, plus the value fit."""
+        loss = torch.zeros_like(data.weights)
+        if self.likelihood_weight:
+            loss = loss - self.likelihood_weight * self._proposal_log_likelihood(data)
         for i, x0 in enumerate(data.final_values):
             log_psi = self._rows(torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device), x0, data.context)
             if data.final_lookahead is not None:
@@ -270,6 +277,18 @@ class NeuralTwist(nn.Module):
         if self.value_weight:
             loss = loss + self.value_weight * self._value_loss(data)
         return loss
+
+    def _proposal_log_likelihood(self, data):
+        """The weighted log-likelihood of each path's proposal noise under the twist's proposals, shape ``(N,)``."""
+        anchor = data.anchor.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self._rows(data.anchor_steps, anchor, data.context).sum(), anchor,
+                                      create_graph=True)
+        if data.anchor_lookahead_grad is not None:
+            scale = self._per_row(self.lookahead_scale[data.anchor_steps]).to(grad.dtype)
+            grad = grad + scale * data.anchor_lookahead_grad
+        d = data.mu + data.variance * grad - data.old_mean
+        log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
+        return log_lik.reshape(data.num_gaussian, len(data.weights), -1).sum((0, 2)) / data.num_gaussian
 
     def _value_loss(self, data):
         """Cross-entropy between each step's particles rated by ``psi_k`` (a softmax of ``log psi_k``) and
