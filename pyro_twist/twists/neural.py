@@ -22,6 +22,20 @@ def _time_features(k, num_steps, num_frequencies):
     return torch.cat([t[:, None], torch.sin(t[:, None] * frequencies), torch.cos(t[:, None] * frequencies)], -1)
 
 
+def _tempering(log_weights, log_path_weight):
+    """The exponent ``tau`` with ``log_weights = tau * log_path_weight + c`` (the trust region's tempering),
+    by least squares over the paths where both are finite; 1 where the path weights do not vary."""
+    finite = torch.isfinite(log_weights) & torch.isfinite(log_path_weight)
+    if finite.sum() < 2:
+        return 1.0
+    a, b = log_weights[finite], log_path_weight[finite]
+    a, b = a - a.mean(), b - b.mean()
+    spread = (b * b).sum()
+    if spread <= 1e-12:
+        return 1.0
+    return float(((a * b).sum() / spread).clamp(0.0, 1.0))
+
+
 class NeuralTwist(nn.Module):
     """A small network of the state ``x_k`` and the step ``k``, optionally over a look-ahead reward.
 
@@ -58,6 +72,14 @@ class NeuralTwist(nn.Module):
         value fit learns to weigh per step).
     :param float likelihood_weight: weight of the proposal-noise likelihood in the fit (0: the
         value fit alone, which spares the fit its second-order gradients).
+    :param bool network: with ``False`` (needs ``lookahead=True``), ``f_phi = 0``: the family is the
+        per-step look-ahead scale alone, ``log psi_k = alpha_k r_k`` (51 parameters on 50 steps).
+    :param bool temper_value: the value fit follows the trust-region step: with ``tau`` the tempering of
+        the path weights it is given (read off ``log_weights`` against the paths' own log-weights), each
+        path's target at step ``k`` is ``tau`` times its log future weight plus ``1 - tau`` times the
+        current ``log psi_k``, so a fit moves the twist a ``tau`` share of the way (``False``: all the way).
+    :param bool proposal_scale: proposals shift by ``beta_k`` times the look-ahead gradient, ``beta_k``
+        a separate per-step parameter (fit by the proposal-noise likelihood) from the value's ``alpha_k``.
 
     On the digits model (N = 256, 16 iterations), ``lookahead=True, lookahead_start=0,
     value_weight=1, likelihood_weight=0, shrink_inputs=True`` raised the path ESS/N from the
@@ -66,8 +88,12 @@ class NeuralTwist(nn.Module):
 
     def __init__(self, num_steps, event_shape, hidden=32, num_layers=2, optim=None, num_fit_steps=100,
                  num_frequencies=4, context=None, context_dim=0, replay=2, lookahead=False, value_weight=0.0,
-                 shrink_inputs=False, lookahead_start=1.0, likelihood_weight=1.0):
+                 shrink_inputs=False, lookahead_start=1.0, likelihood_weight=1.0, network=True,
+                 temper_value=False, proposal_scale=False):
         super().__init__()
+        if not network and not lookahead:
+            raise ValueError("NeuralTwist(network=False) is the look-ahead scale alone: pass lookahead=True too")
+        self.temper_value = temper_value
         self.likelihood_weight = likelihood_weight
         self.value_weight = value_weight
         self.shrink_inputs = shrink_inputs
@@ -78,6 +104,9 @@ class NeuralTwist(nn.Module):
         self.proposal = "gradient_at_state" if self.lookahead else "gradient"
         if self.lookahead:
             self.lookahead_scale = nn.Parameter(torch.full((num_steps + 1,), float(lookahead_start)))
+        # the look-ahead gradient's own scale in the proposals (None: alpha_k, as in log psi_k)
+        self.proposal_scale = (nn.Parameter(torch.full((num_steps + 1,), float(lookahead_start)))
+                               if self.lookahead and proposal_scale else None)
         self._lookahead_reward, self._lookahead_batch_size = None, None
         self._lookahead_log = {}
         if (context is None) != (context_dim == 0):
@@ -94,7 +123,7 @@ class NeuralTwist(nn.Module):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
         layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers) if network else None
         nn.init.zeros_(layers[-1].weight)  # start at psi = 1: the base chain
         nn.init.zeros_(layers[-1].bias)
         self.optim = optim or (lambda parameters: torch.optim.Adam(parameters, lr=1e-2))
@@ -103,7 +132,7 @@ class NeuralTwist(nn.Module):
     def bind(self, *args, **kwargs):
         """Take the context from the arguments of the run about to start."""
         if self.context is not None:
-            value = torch.as_tensor(self.context(*args, **kwargs), device=self.net[0].weight.device).detach()
+            value = torch.as_tensor(self.context(*args, **kwargs), device=self.shrinkage.device).detach()
             if value.shape != (self.context_dim,):
                 raise ValueError(
                     f"NeuralTwist: context gave shape {tuple(value.shape)}, expected ({self.context_dim},)"
@@ -138,6 +167,8 @@ class NeuralTwist(nn.Module):
         if x.shape[1:] != self.event_shape:
             raise ValueError(f"NeuralTwist was built for states of shape {self.event_shape}, but got states of shape "
                              f"{tuple(x.shape[1:])} (after the particle dimension)")
+        if self.net is None:  # no network: zero, with a graph to the state for the proposal's gradient
+            return x.reshape(len(x), -1).sum(-1) * 0.0
         scale = self.shrinkage[steps].to(x.dtype)[:, None] if self.shrink_inputs else 1.0
         parts = [scale * x.reshape(len(x), -1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
         if self.context is not None:
@@ -152,8 +183,10 @@ class NeuralTwist(nn.Module):
         if self.lookahead:
             value, grad = self._lookahead_at(k, x)
             # value and first derivative of alpha_k r_k at x, without a graph through the denoiser
-            linearised = value + (grad * (x - x.detach())).reshape(len(x), -1).sum(-1)
-            log_psi = log_psi + self.lookahead_scale[k].to(x.dtype) * linearised
+            slope = (grad * (x - x.detach())).reshape(len(x), -1).sum(-1)
+            alpha = self.lookahead_scale[k].to(x.dtype)
+            beta = alpha if self.proposal_scale is None else self.proposal_scale[k].to(x.dtype)
+            log_psi = log_psi + alpha * value + beta * slope
         return log_psi
 
     def fit(self, transitions, log_weights, log_reward):
@@ -221,6 +254,22 @@ class NeuralTwist(nn.Module):
         steps = torch.cat([torch.full((N,), r.step, device=W.device) for r in gaussian])
         anchor_steps, anchor, anchor_lookahead_grad = steps, mu, None
         final_lookahead = None
+        state_steps = torch.cat([torch.full((N,), r.step, device=W.device) for r in gaussian])
+        states = stack("value")
+        state_lookahead = None if not self.lookahead else torch.cat(
+            [self._logged_lookahead(r.step, r.value)[0] for r in gaussian]).to(W.dtype)
+        log_future_weight = None
+        if self.value_weight:
+            log_future_weight, log_path_weight = self._log_future_weight(transitions, gaussian, log_reward.to(W.dtype))
+            if self.temper_value:
+                with torch.no_grad():
+                    log_psi = self._rows(state_steps, states, self._context_value)
+                    if state_lookahead is not None:
+                        log_psi = log_psi + self.lookahead_scale[state_steps].to(W.dtype) * state_lookahead
+                tau = self.last_tau = _tempering(log_weights.to(W.dtype), log_path_weight)
+                log_future_weight = torch.where(
+                    torch.isfinite(log_future_weight),
+                    tau * log_future_weight + (1 - tau) * log_psi.reshape(len(gaussian), N), log_future_weight)
         if self.lookahead:
             anchor_steps, anchor = steps + 1, stack("state")
             anchor_lookahead_grad = torch.cat(
@@ -236,11 +285,10 @@ class NeuralTwist(nn.Module):
             final_values=[r.value.detach().to(W.dtype) for r in deterministic], final_lookahead=final_lookahead,
             log_reward=log_reward.to(W.dtype), context=self._context_value,
             held_out=torch.randperm(N, device=W.device) < max(1, N // 8),
-            state_steps=torch.cat([torch.full((N,), r.step, device=W.device) for r in gaussian]),
-            states=stack("value"),
-            log_future_weight=self._log_future_weight(transitions, gaussian, log_reward.to(W.dtype)),
-            state_lookahead=None if not self.lookahead else torch.cat(
-                [self._logged_lookahead(r.step, r.value)[0] for r in gaussian]).to(W.dtype),
+            state_steps=state_steps,
+            states=states,
+            log_future_weight=log_future_weight,
+            state_lookahead=state_lookahead,
         )
 
     def _log_future_weight(self, transitions, gaussian, log_reward):
@@ -255,7 +303,7 @@ class NeuralTwist(nn.Module):
         for r in reversed(transitions):
             future[id(r)] = log_reward + later
             later = later + log_ratio.get(id(r), 0.0)
-        return torch.stack([future[id(r)] for r in gaussian])
+        return torch.stack([future[id(r)] for r in gaussian]), log_reward + later
 
     def _per_row(self, values):
         """One value per row, broadcast over the state's dimensions."""
@@ -284,7 +332,8 @@ class NeuralTwist(nn.Module):
         (grad,) = torch.autograd.grad(self._rows(data.anchor_steps, anchor, data.context).sum(), anchor,
                                       create_graph=True)
         if data.anchor_lookahead_grad is not None:
-            scale = self._per_row(self.lookahead_scale[data.anchor_steps]).to(grad.dtype)
+            scales = self.lookahead_scale if self.proposal_scale is None else self.proposal_scale
+            scale = self._per_row(scales[data.anchor_steps]).to(grad.dtype)
             grad = grad + scale * data.anchor_lookahead_grad
         d = data.mu + data.variance * grad - data.old_mean
         log_lik = data.noise_weight * data.noise * d / data.variance - data.path_weight * d**2 / (2 * data.variance)
