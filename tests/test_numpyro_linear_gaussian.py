@@ -85,3 +85,18 @@ def test_best_of_n_and_importance_sampling():
     samples = best.get_samples(5)["x_0"]
     assert np.array_equal(samples, np.broadcast_to(x0[np.argmax(plain.log_weights)], (5, 3)))
     assert float(best.log_evidence) == float(plain.log_evidence)
+
+
+def test_khat_is_low_for_the_exact_twist_and_high_for_a_poor_one(capsys):
+    strong = 2.5 * REWARD
+    model = lg_model(LG_KERNEL, strong)
+    exact = TwistedSMC(model, 1024, twist=LG_KERNEL.optimal_twist(strong)).run(jax.random.PRNGKey(0))
+    assert exact.pareto_khat < 0.7
+    # the optimal twist of the opposite reward pushes every proposal away from the target
+    poor = TwistedSMC(model, 1024, twist=LG_KERNEL.optimal_twist(-strong))
+    for seed in range(3):
+        with pytest.warns(UserWarning, match=r"heavy-tailed \(Pareto k-hat"):
+            result = poor.run(jax.random.PRNGKey(seed))
+        assert result.pareto_khat > 0.7
+    result.print_summary()
+    assert "unreliable" in capsys.readouterr().out

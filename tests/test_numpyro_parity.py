@@ -86,3 +86,18 @@ def test_ddpm_mixture_kernels_have_the_same_transitions():
 def test_each_backend_imports_only_its_own_framework(package, forbidden):
     code = f"import sys, {package}; sys.exit({forbidden!r} in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("shape", [0.3, 0.9])
+def test_diagnostics_agree_between_backends(shape):
+    # the same weights give the same Pareto k-hat and standard error in both backends
+    from numpyro_twist.smc.pareto import pareto_khat as jax_khat
+    from numpyro_twist.smc.weights import log_evidence_se as jax_se
+    from pyro_twist.smc.pareto import pareto_khat as torch_khat
+    from pyro_twist.smc.weights import log_evidence_se as torch_se
+
+    log_w = -shape * np.log(np.random.default_rng(0).uniform(size=1000))
+    assert abs(jax_khat(log_w) - torch_khat(torch.tensor(log_w))) < 1e-10
+    assert abs(jax_khat(log_w) - shape) < 0.3
+    assert jax_khat(np.zeros(100)) == torch_khat(torch.zeros(100)) == -math.inf
+    assert abs(jax_se([300.0, 700.0], 1000) - torch_se([300.0, 700.0], 1000)) < 1e-12

@@ -1,7 +1,10 @@
 """The result of a twisted SMC run."""
+import math
+
 import jax
 import numpy as np
 
+from ..smc.pareto import KHAT_UNRELIABLE, pareto_khat
 from ..smc.weights import ess, log_evidence_se, normalized_weights
 
 
@@ -71,9 +74,14 @@ class SMCResult:
         epochs = list(np.asarray(self.ess)[np.asarray(self.resampled)]) + [float(self.ess_final)]
         return log_evidence_se(epochs, self.num_particles)
 
+    @property
+    def pareto_khat(self):
+        """The Pareto k-hat of the final weights (see :func:`~numpyro_twist.smc.pareto.pareto_khat`)."""
+        return pareto_khat(self.log_weights)
+
     def diagnostics(self):
         """The health check as a dict: particles, ``log_evidence`` and its standard error, the final
-        and the lowest per-step ESS, and how many steps resampled."""
+        and the lowest per-step ESS, how many steps resampled, and the final weights' Pareto k-hat."""
         return {
             "num_particles": self.num_particles,
             "log_evidence": float(self.log_evidence),
@@ -82,6 +90,7 @@ class SMCResult:
             "ess_min": float(np.min(np.asarray(self.ess))),
             "num_resampling": self.num_resampling,
             "num_steps": len(self.chain_sites),
+            "pareto_khat": self.pareto_khat,
         }
 
     def print_summary(self):
@@ -93,5 +102,20 @@ class SMCResult:
             f"  log_evidence  {d['log_evidence']:.4f} +- {d['log_evidence_se']:.4f} (standard error)\n"
             f"  ESS           {d['ess_final']:.1f} of {n} at the end ({d['ess_final'] / n:.2f}), "
             f"lowest at a step {d['ess_min']:.1f}\n"
-            f"  resampled     at {d['num_resampling']} of {d['num_steps']} steps"
+            f"  resampled     at {d['num_resampling']} of {d['num_steps']} steps\n"
+            f"  Pareto k-hat  {d['pareto_khat']:.2f}: {khat_verdict(d['pareto_khat'])}"
         )
+
+
+def khat_verdict(khat):
+    """What a Pareto k-hat says about the weights, in words."""
+    if math.isnan(khat):
+        return "not computed (fewer than 25 particles)"
+    if khat == -math.inf:
+        return "good (the largest weights are equal)"
+    if khat < 0.5:
+        return "good (below 0.5)"
+    if khat <= KHAT_UNRELIABLE:
+        return "fair (0.5-0.7: the estimates converge, slowly; more particles help)"
+    return ("unreliable (above 0.7: a few weights carry the estimates, and neither log_evidence nor its standard "
+            "error can be trusted; use a better twist or far more particles)")

@@ -18,6 +18,7 @@ from numpyro import handlers
 from numpyro.primitives import Messenger
 
 from ..chains.markov_chain import CHAIN_MESSAGE
+from ..smc.pareto import KHAT_UNRELIABLE
 from ..smc.resampling import get_resampler
 from ..smc.weights import WEIGHTS_OK, weight_error, weight_status
 from .result import SMCResult
@@ -162,11 +163,23 @@ class TwistedSMC:
                          engine.after_chain, infos.weight_status, weight_status(log_w))
 
     def run(self, rng_key, *args, **kwargs):
-        """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`."""
+        """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`. Warns when the
+        final weights' Pareto k-hat is above 0.7 (see :meth:`SMCResult.print_summary`)."""
         output = self._compiled(rng_key, *args, **kwargs)
         self._check(output)
         name, num_steps, _ = self._layout
-        return SMCResult(output, name, num_steps, rng_key)
+        result = SMCResult(output, name, num_steps, rng_key)
+        khat = result.pareto_khat
+        if khat > KHAT_UNRELIABLE:
+            warnings.warn(
+                f"{type(self).__name__}: the final weights are heavy-tailed (Pareto k-hat {khat:.2f} > "
+                f"{KHAT_UNRELIABLE}; ESS {float(result.ess_final):.1f} of {self.num_particles}): a few particles "
+                "carry log_evidence and the weighted samples, and neither they nor the standard error can be "
+                "trusted. Use a twist closer to the target, or far more particles; result.print_summary() shows "
+                "the health check",
+                stacklevel=2,
+            )
+        return result
 
     def _check(self, output):
         name, num_steps, num_reward_sites = self._layout

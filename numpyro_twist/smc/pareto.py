@@ -1,0 +1,57 @@
+"""The Pareto k-hat diagnostic of importance weights (Vehtari, Simpson, Gelman, Yao and Gabry,
+"Pareto smoothed importance sampling"): the shape of a generalized Pareto law fitted to the
+largest weights. Below 0.5 the weights' variance is finite; between 0.5 and 0.7 estimates
+converge slowly; above 0.7 a few weights carry the estimate. Computed on the host in float64
+(a few hundred numbers), as ``pyro_twist.smc.pareto`` computes it.
+"""
+import math
+
+import numpy as np
+
+# Weights that agree to this many nats (rounding, or an exact twist) have no tail to fit.
+_FLAT_TAIL = 1e-6
+# The fitted shape is shrunk toward 0.5 as if by this many prior observations (the paper's choice).
+_PRIOR_OBSERVATIONS = 10
+# Above this k-hat a few weights carry the estimate.
+KHAT_UNRELIABLE = 0.7
+
+
+def tail_size(num_particles):
+    """How many of the largest weights form the tail: ``ceil(min(N / 5, 3 sqrt(N)))``."""
+    return math.ceil(min(num_particles / 5, 3 * math.sqrt(num_particles)))
+
+
+def pareto_khat(log_w):
+    """The Pareto shape ``k-hat`` of the largest weights ``exp(log_w)`` (one axis).
+
+    ``-inf`` where the largest weights are equal (no tail); NaN with fewer than 25 weights.
+    """
+    log_w = np.asarray(log_w, dtype=np.float64).reshape(-1)
+    num_tail = tail_size(log_w.shape[0])
+    if num_tail < 5:
+        return math.nan
+    top = np.sort(np.partition(log_w, -(num_tail + 1))[-(num_tail + 1):])  # threshold, then the tail
+    if not np.isfinite(top[-1]):
+        return math.nan
+    if top[-1] - top[0] < _FLAT_TAIL:
+        return -math.inf
+    ratios = np.exp(top - top[-1])
+    shape = generalized_pareto_shape(ratios[1:] - ratios[0])
+    return (num_tail * shape + _PRIOR_OBSERVATIONS * 0.5) / (num_tail + _PRIOR_OBSERVATIONS)
+
+
+def generalized_pareto_shape(y):
+    """The shape ``xi`` of a generalized Pareto law fitted to the ascending non-negative sample ``y``
+    by Zhang and Stephens' (2009) quasi-Bayesian estimate (see ``pyro_twist.smc.pareto``)."""
+    m = len(y)
+    grid_size = 30 + int(math.sqrt(m))
+    quartile = y[int(m / 4 + 0.5) - 1]
+    if quartile <= 0:  # ties at the threshold: the smallest positive excess sets the scale instead
+        quartile = y[y > 0][0]
+    j = np.arange(1, grid_size + 1, dtype=np.float64)
+    theta = 1 / y[-1] + (1 - np.sqrt(grid_size / (j - 0.5))) / (3 * quartile)
+    xi = np.log1p(-theta[:, None] * y).mean(-1)
+    profile = m * (np.log(-theta / xi) - xi - 1)
+    weights = np.exp(profile - profile.max())
+    theta_hat = (weights / weights.sum() * theta).sum()
+    return float(np.log1p(-theta_hat * y).mean())
