@@ -9,7 +9,7 @@ import pytest
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = ["01_steering_a_mixture.ipynb", "02_steering_digits.ipynb",
-             "03_diffusion_prior_in_a_bayesian_model.ipynb"]
+             "03_diffusion_prior_in_a_bayesian_model.ipynb", "04_numpyro_steering.ipynb"]
 MAX_SAVED_BYTES = 500_000
 
 
