@@ -25,7 +25,7 @@ import pyro
 import torch
 from sklearn.svm import SVC
 
-from pyro_twist import TDS, TRITSMC, BestOfN, FKSteering, TwistedSMC, diffusion_chain
+from pyro_twist import TDS, TRITSMC, BestOfN, FKSteering, NeuralTwist, TwistedSMC, diffusion_chain
 from pyro_twist.pretrained import digit_classifier, digits_kernel, load_digits
 
 
@@ -100,6 +100,9 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--num-steps", type=int, default=50)
+    parser.add_argument("--family", choices=["default", "value-fit"], default="default",
+                        help="TRI-TSMC's twist: its default family, or NeuralTwist's value fit on the look-ahead "
+                             "reward's per-step scale (network=False, temper_value=True)")
     args = parser.parse_args(argv)
 
     kernel, classifier = digits_kernel(num_steps=args.num_steps), digit_classifier()
@@ -112,7 +115,11 @@ def main(argv=None):
         reference = base_diversity(kernel, judge, digit)
         kernel.num_evaluations = 0
         start = time.perf_counter()
-        tri = TRITSMC(model, num_particles=args.learn_particles, num_iterations=args.iterations,
+        twist = None
+        if args.family == "value-fit":
+            twist = NeuralTwist(kernel.num_steps, (1, 8, 8), lookahead=True, lookahead_start=0.0, value_weight=1.0,
+                                likelihood_weight=0.0, temper_value=True, network=False)
+        tri = TRITSMC(model, twist=twist, num_particles=args.learn_particles, num_iterations=args.iterations,
                       progress_bar=False)
         tri.run(digit)
         learning = sum(s.denoiser_evaluations for s in tri.history)
