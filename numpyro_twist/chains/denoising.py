@@ -3,10 +3,12 @@
 Twisted SMC needs each reverse step's mean and variance (proposal densities, twisted
 means), not just a draw. They follow from the cumulative products of the noise schedule,
 as in DDPM with the ``fixed_small`` variance, around an ``x_0`` predictor supplied by a
-subclass. The schedule is the one of diffusers' ``DDPMScheduler`` with ``linear`` betas and
-``leading`` timestep spacing, so the same chain can be built in both backends. Per-step
-coefficients are arrays indexed by ``k``, so a transition works for a traced step.
+subclass. The schedule is the one of diffusers' ``DDPMScheduler`` with ``linear`` (default) or
+``squaredcos_cap_v2`` betas and ``leading`` timestep spacing, so the same chain can be built in both
+backends. Per-step coefficients are arrays indexed by ``k``, so a transition works for a traced step.
 """
+import math
+
 import jax.numpy as jnp
 import numpy as np
 from numpyro import distributions as dist
@@ -17,9 +19,26 @@ _VARIANCE_FLOOR = 1e-20
 
 
 def linear_alphas_cumprod(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02):
-    """``prod_{s <= t} (1 - beta_s)`` for linearly spaced betas, in float32 as diffusers computes it."""
+    """``prod_{s <= t} (1 - beta_s)`` for linearly spaced betas, as diffusers computes it: float32 betas,
+    their product accumulated in float64 (as torch's ``cumprod`` does in float32) and rounded to float32."""
     betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float32)
-    return np.cumprod(1.0 - betas, dtype=np.float32)
+    return _cumprod(1.0 - betas)
+
+
+def _cumprod(alphas):
+    return np.cumprod(alphas.astype(np.float64)).astype(np.float32)
+
+
+def cosine_alphas_cumprod(num_train_timesteps=1000, max_beta=0.999):
+    """The ``squaredcos_cap_v2`` schedule: betas from the cosine ``alpha_bar`` capped at ``max_beta``,
+    in float64 then float32, their product as in :func:`linear_alphas_cumprod`, as diffusers computes it."""
+
+    def alpha_bar(t):
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = np.array([min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps),
+                          max_beta) for i in range(num_train_timesteps)], dtype=np.float32)
+    return _cumprod(1.0 - betas)
 
 
 class DenoisingKernel:
@@ -27,7 +46,8 @@ class DenoisingKernel:
 
     State ``x_k`` (``k`` steps to go) sits at timestep ``timesteps[num_steps - k]``; ``x_0`` is
     the clean sample. A subclass provides ``denoise(alpha_prod, x)``, the prediction of ``x_0``
-    from rows ``x`` at noise level ``alpha_prod``.
+    from rows ``x`` at noise level ``alpha_prod``, or, for a denoiser that takes the timestep,
+    overrides ``denoise_step(k, x)``.
 
     :param int num_steps: number of inference steps.
     :param tuple event_shape: shape of one state.
@@ -68,6 +88,10 @@ class DenoisingKernel:
         """The prediction of ``x_0`` from rows ``x`` at noise level ``alpha_prod``."""
         raise NotImplementedError
 
+    def denoise_step(self, k, x):
+        """The prediction of ``x_0`` from ``x_k = x``: ``denoise`` at step ``k``'s noise level."""
+        return self.denoise(self.alpha_prod[k], x)
+
     def prior(self, shape=None):
         if shape is not None and tuple(shape) != self.event_shape:
             raise ValueError(f"this kernel's states have shape {self.event_shape}, not {tuple(shape)}")
@@ -75,10 +99,10 @@ class DenoisingKernel:
 
     def predict_x0(self, k, x):
         """The denoiser's estimate of ``x_0`` from ``x_k = x`` (``x`` itself at ``k = 0``)."""
-        return jnp.where(k == 0, x, self.denoise(self.alpha_prod[k], x))
+        return jnp.where(k == 0, x, self.denoise_step(k, x))
 
     def transition(self, k, x):
-        mean = self._coef_x0[k] * self.denoise(self.alpha_prod[k], x) + self._coef_x[k] * x
+        mean = self._coef_x0[k] * self.denoise_step(k, x) + self._coef_x[k] * x
         event_dim = len(self.event_shape)
         # A traced k is one of the scanned steps, never the deterministic last one.
         if isinstance(k, (int, np.integer)) and self.deterministic[k]:

@@ -1,0 +1,94 @@
+"""A denoising kernel over a diffusers ``UNet2DModel`` run in JAX (:mod:`.unet`), and its DDPM scheduler."""
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .denoising import DenoisingKernel, cosine_alphas_cumprod, linear_alphas_cumprod
+from .unet import load_unet, unet_apply
+
+def scheduler_alphas_cumprod(config):
+    """``alphas_cumprod`` of a ``DDPMScheduler`` config (a dict); raises on the options the kernel lacks."""
+    expected = {"variance_type": "fixed_small", "thresholding": False, "timestep_spacing": "leading",
+                "steps_offset": 0, "rescale_betas_zero_snr": False, "trained_betas": None}
+    for key, value in expected.items():
+        if config.get(key, value) != value:
+            raise ValueError(f"the JAX DiffusersKernel supports {key}={value!r} only, got {config[key]!r}")
+    schedule = config.get("beta_schedule", "linear")
+    num_train = config.get("num_train_timesteps", 1000)
+    if schedule == "linear":
+        return linear_alphas_cumprod(num_train, config.get("beta_start", 1e-4), config.get("beta_end", 0.02))
+    if schedule == "squaredcos_cap_v2":
+        return cosine_alphas_cumprod(num_train)
+    raise ValueError(f"beta_schedule {schedule!r} is not supported: use 'linear' or 'squaredcos_cap_v2'")
+
+
+class DiffusersKernel(DenoisingKernel):
+    """DDPM reverse transitions of a diffusers ``UNet2DModel`` whose forward pass runs in JAX.
+
+    The twin of ``pyro_twist.DiffusersKernel`` (DDPM, ``fixed_small`` variance): the UNet's output at
+    step ``k``'s timestep gives ``x_0`` by the scheduler's ``prediction_type``, clipped to
+    ``[-clip_sample_range, clip_sample_range]`` when ``clip_sample`` is set.
+
+    :param params: the UNet's parameters (:func:`~numpyro_twist.chains.unet.load_unet`).
+    :param config: its :class:`~numpyro_twist.chains.unet.UNetConfig`.
+    :param dict scheduler_config: the ``DDPMScheduler`` config (``scheduler_config.json``).
+    :param int num_steps: number of inference steps.
+    """
+
+    def __init__(self, params, config, scheduler_config, num_steps):
+        dtype = params["conv_in"]["weight"].dtype
+        event_shape = (config.in_channels, config.sample_size, config.sample_size)
+        alphas_cumprod = scheduler_alphas_cumprod(scheduler_config)
+        super().__init__(num_steps, event_shape, alphas_cumprod, dtype=dtype)
+        self._alphas_cumprod = jnp.asarray(alphas_cumprod, dtype)
+        self.params, self.config = params, config
+        self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+        self.clip_range = (float(scheduler_config.get("clip_sample_range", 1.0))
+                           if scheduler_config.get("clip_sample", True) else None)
+        # the timestep of x_k, k = 0..K (k = 0, the clean sample, is never denoised: any timestep will do)
+        self.timestep_of_step = jnp.asarray(np.concatenate([[0], self.timesteps[::-1]]), jnp.int32)
+        self._unet = jax.jit(unet_apply, static_argnums=3)
+
+    @classmethod
+    def from_pretrained(cls, path, num_steps, dtype=jnp.float32):
+        """Load a local diffusers pipeline folder (``unet/`` and ``scheduler/`` subfolders); never downloads."""
+        folder = Path(path).expanduser()
+        missing = [sub for sub in ("unet", "scheduler") if not (folder / sub).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"DiffusersKernel.from_pretrained: {str(folder)!r} has no "
+                                    f"{' or '.join(m + '/' for m in missing)} subfolder")
+        params, config = load_unet(folder / "unet", dtype)
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        return cls(params, config, scheduler_config, num_steps)
+
+    def unet(self, x, timesteps):
+        """The UNet's output at rows ``x`` ``(N, C, H, W)`` and ``timesteps`` (scalar or ``(N,)``)."""
+        return self._unet(self.params, x, timesteps, self.config)
+
+    def denoise_timestep(self, t, x):
+        """The prediction of ``x_0`` (clipped as the scheduler says) from ``x`` at timestep ``t``."""
+        rows = x.reshape((-1,) + self.event_shape)
+        output = self.unet(rows, t).astype(x.dtype).reshape(x.shape)
+        alpha_prod = self._alphas_cumprod[t].astype(x.dtype)
+        if self.prediction_type == "epsilon":
+            x0 = (x - jnp.sqrt(1 - alpha_prod) * output) / jnp.sqrt(alpha_prod)
+        elif self.prediction_type == "sample":
+            x0 = output
+        else:
+            x0 = jnp.sqrt(alpha_prod) * x - jnp.sqrt(1 - alpha_prod) * output
+        if self.clip_range is not None:
+            x0 = jnp.clip(x0, -self.clip_range, self.clip_range)
+        return x0
+
+    def denoise_step(self, k, x):
+        return self.denoise_timestep(self.timestep_of_step[k], x)
+
+    def denoise(self, alpha_prod, x):
+        """``denoise_timestep`` at the training timestep whose noise level is nearest ``alpha_prod``."""
+        t = jnp.argmin(jnp.abs(self._alphas_cumprod - alpha_prod))
+        return self.denoise_timestep(t, x)
