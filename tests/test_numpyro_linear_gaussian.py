@@ -100,3 +100,21 @@ def test_khat_is_low_for_the_exact_twist_and_high_for_a_poor_one(capsys):
         assert result.pareto_khat > 0.7
     result.print_summary()
     assert "unreliable" in capsys.readouterr().out
+
+
+def test_evidence_with_an_error_bar_and_a_bayes_factor():
+    from numpyro_twist import estimate_evidence, log_bayes_factor
+
+    estimates, exact = {}, {}
+    for scale in (1.0, 2.0):
+        a = scale * REWARD
+        sampler = FKSteering(lg_model(LG_KERNEL, a), 64)
+        estimates[scale] = estimate_evidence(sampler, jax.random.PRNGKey(int(scale)), num_runs=32)
+        exact[scale] = float(LG_KERNEL.log_normalizer(a))
+        assert 0 < estimates[scale].log_evidence_se < 0.1
+        assert abs(estimates[scale].log_evidence - exact[scale]) < 4 * estimates[scale].log_evidence_se + 0.01
+        assert len(estimates[scale].runs) == len(estimates[scale].run_se) == 32
+    value, se = log_bayes_factor(estimates[2.0], estimates[1.0])
+    assert abs(value - (exact[2.0] - exact[1.0])) < 4 * se + 0.01
+    with pytest.raises(ValueError, match="at least 2"):
+        estimate_evidence(FKSteering(lg_model(LG_KERNEL, REWARD), 8), jax.random.PRNGKey(0), num_runs=1)
