@@ -44,7 +44,7 @@ def from_smc(results, sites=None, num_draws=None):
     for result in results:
         index = multinomial(result.log_weights, num_draws)
         paths = result.trajectories()
-        chosen = sites or [result.chain_sites[-1]] + list(result._after_chain)
+        chosen = sites or [site for site in paths if site not in result.chain_sites[:-1]]
         for site in chosen:
             if site not in paths:
                 raise ValueError(f"site {site!r} is not in the result: it has {list(paths)}")

@@ -5,7 +5,8 @@ from collections import namedtuple
 import jax
 import numpy as np
 
-from ..smc.weights import ess, log_evidence_se
+from ..smc.weights import log_mean_exp
+from .result import run_log_evidence_se
 
 Evidence = namedtuple("Evidence", ["log_evidence", "log_evidence_se", "runs", "run_se"])
 Evidence.__doc__ = """\
@@ -26,12 +27,10 @@ def estimate_evidence(sampler, rng_key, *args, num_runs=8, **kwargs):
     outputs = jax.jit(jax.vmap(lambda key: sampler.pure_run(key, *args, **kwargs)))(keys)
     runs = np.asarray(outputs.log_evidence, dtype=np.float64)
     relative = np.exp(runs - runs.max())  # Z_hat / max Z_hat
-    log_evidence = float(runs.max() + np.log(relative.mean()))
+    log_evidence = float(log_mean_exp(runs))
     se = float(relative.std(ddof=1) / (math.sqrt(len(runs)) * relative.mean()))
-    final_ess = np.asarray(jax.vmap(ess)(outputs.log_weights))
-    step_ess, resampled = np.asarray(outputs.ess), np.asarray(outputs.resampled)
-    run_se = [log_evidence_se(list(step_ess[i][resampled[i]]) + [float(final_ess[i])], sampler.num_particles)
-              for i in range(len(runs))]
+    run_se = [run_log_evidence_se(ess, resampled, log_weights)
+              for ess, resampled, log_weights in zip(outputs.ess, outputs.resampled, outputs.log_weights)]
     return Evidence(log_evidence, se, runs.tolist(), run_se)
 
 

@@ -71,8 +71,7 @@ class SMCResult:
     def log_evidence_se(self):
         """The standard error of ``log_evidence`` from the ESS of each resampling epoch (a lower estimate,
         see :func:`~numpyro_twist.smc.weights.log_evidence_se`)."""
-        epochs = list(np.asarray(self.ess)[np.asarray(self.resampled)]) + [float(self.ess_final)]
-        return log_evidence_se(epochs, self.num_particles)
+        return run_log_evidence_se(self.ess, self.resampled, self.log_weights)
 
     @property
     def pareto_khat(self):
@@ -105,6 +104,13 @@ class SMCResult:
             f"  resampled     at {d['num_resampling']} of {d['num_steps']} steps\n"
             f"  Pareto k-hat  {d['pareto_khat']:.2f}: {khat_verdict(d['pareto_khat'])}"
         )
+
+
+def run_log_evidence_se(step_ess, resampled, log_weights):
+    """The standard error of one pass's ``log_evidence`` from the ESS of its resampling epochs: each
+    step's ESS where it resampled, and the final weights' (see :func:`~numpyro_twist.smc.weights.log_evidence_se`)."""
+    epochs = list(np.asarray(step_ess)[np.asarray(resampled)]) + [float(ess(log_weights))]
+    return log_evidence_se(epochs, np.shape(log_weights)[0])
 
 
 def khat_verdict(khat):

@@ -4,6 +4,8 @@ from collections import namedtuple
 
 import torch
 
+from ..smc.weights import log_mean_exp
+
 Evidence = namedtuple("Evidence", ["log_evidence", "log_evidence_se", "runs", "run_se"])
 Evidence.__doc__ = """\
 ``log_evidence``: ``log`` of the mean of the runs' ``Z_hat`` (each unbiased, so the mean is too);
@@ -21,7 +23,7 @@ def estimate_evidence(sampler, *args, num_runs=8, **kwargs):
     results = [sampler.run(*args, **kwargs) for _ in range(int(num_runs))]
     runs = torch.tensor([result.log_evidence.item() for result in results], dtype=torch.float64)
     relative = torch.exp(runs - runs.max())  # Z_hat / max Z_hat
-    log_evidence = (runs.max() + relative.mean().log()).item()
+    log_evidence = log_mean_exp(runs).item()
     se = (relative.std() / (math.sqrt(len(runs)) * relative.mean())).item()
     return Evidence(log_evidence, se, runs.tolist(), [result.log_evidence_se for result in results])
 
