@@ -15,7 +15,9 @@ class SMCResult:
     sample size after weighting at each chain step (``k = num_steps, ..., 0``); ``ess_final``: after
     the reward. ``resampled``: whether each step resampled; ``ancestors``: each step's ancestor
     indices (the identity where it did not resample), the genealogy. ``log_reward``: each final
-    particle's reward (the factor and observed sites after the chain).
+    particle's reward (the factor and observed sites after the chain). ``transitions``: the steps'
+    :data:`~numpyro_twist.infer.steps.TransitionRecord` stacked over ``k = K, ..., 0``, for a sampler
+    with ``record_transitions`` (else ``None``).
     """
 
     def __init__(self, output, chain_name, num_steps, rng_key):
@@ -25,6 +27,7 @@ class SMCResult:
         self.ess = output.ess
         self.resampled = output.resampled
         self.ancestors = output.ancestors
+        self.transitions = output.transitions
         self.chain_sites = [f"{chain_name}_{k}" for k in range(num_steps, -1, -1)]
         self._states = output.states
         self._after_chain = output.after_chain
