@@ -29,11 +29,16 @@ def strong_problem():
 
 
 @pytest.fixture(scope="module")
-def learned(strong_problem):
+def learning(strong_problem):
+    """TRI-TSMC from the base chain, and what its run() returned: the learning runs pooled with the final run."""
     _, _, model, _ = strong_problem
-    tri = TRITSMC(model, num_particles=N, num_iterations=8, progress_bar=False)
-    tri.run(jax.random.PRNGKey(0))
-    return tri
+    tri = TRITSMC(model, num_particles=N, num_iterations=8, recycle=True, progress_bar=False)
+    return tri, tri.run(jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def learned(learning):
+    return learning[0]
 
 
 def test_converges_to_the_zero_variance_sampler(strong_problem, learned):
@@ -46,6 +51,23 @@ def test_converges_to_the_zero_variance_sampler(strong_problem, learned):
     assert final.std(ddof=1) <= 0.05
     assert abs(final.mean() - log_z) <= 0.05
     assert abs(float(learned.final_result.log_evidence) - log_z) <= 0.05
+
+
+def test_recycling_pools_the_learning_runs_with_the_final_run(strong_problem, learning):
+    _, _, _, log_z = strong_problem
+    tri, pooled = learning
+    runs = tri.learning_results + [tri.final_result]
+    assert len(runs) == 9 and pooled.num_particles == 9 * N
+    # each run's weight is proportional to its ESS, which makes the pool's ESS the sum of the runs'
+    assert abs(float(pooled.ess_final) - sum(float(run.ess_final) for run in runs)) < 1e-6
+    assert abs(float(jax.nn.logsumexp(pooled.log_weights))) < 1e-12
+    print(f"pooled log Z_hat {float(pooled.log_evidence):.4f} +- {pooled.log_evidence_se:.4f}, final run "
+          f"{float(tri.final_result.log_evidence):.4f} +- {tri.final_result.log_evidence_se:.4f}, log Z {log_z:.4f}")
+    assert abs(float(pooled.log_evidence) - log_z) <= 0.05
+    paths = pooled.trajectories()
+    assert paths["x_50"].shape == (9 * N, DIM)
+    assert np.array_equal(paths["x_0"][:N], runs[0].trajectories()["x_0"])
+    assert np.array_equal(paths["x_17"][-N:], tri.final_result.trajectories()["x_17"])
 
 
 def test_history_reports_each_iteration(learned):

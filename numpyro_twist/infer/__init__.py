@@ -1,4 +1,5 @@
 from .evidence import Evidence, estimate_evidence, log_bayes_factor
+from .recycling import recycle
 from .result import SMCResult
 from .steering import TDS, BestOfN, FKSteering, ImportanceSampling
 from .steps import SMCState, SMCSteps, StepInfo, TransitionRecord
@@ -7,4 +8,4 @@ from .twisted_smc import SMCOutput, TwistedSMC
 
 __all__ = ["BestOfN", "Evidence", "FKSteering", "ImportanceSampling", "IterationStats", "SMCOutput", "SMCResult",
            "SMCState", "SMCSteps", "StepInfo", "TDS", "TRITSMC", "TransitionRecord", "TwistedSMC",
-           "estimate_evidence", "learning_diagnosis", "log_bayes_factor", "resampling_ess", "twist_score"]
+           "estimate_evidence", "learning_diagnosis", "log_bayes_factor", "recycle", "resampling_ess", "twist_score"]

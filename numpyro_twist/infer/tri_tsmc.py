@@ -23,6 +23,7 @@ from ..chains.linear_gaussian import LinearGaussianKernel
 from ..smc.trust_region import trust_region_step
 from ..smc.weights import log_evidence_se
 from ..twists.linear import LinearTwist
+from .recycling import recycle
 from .twisted_smc import TwistedSMC
 
 IterationStats = namedtuple(
@@ -126,6 +127,9 @@ class TRITSMC:
     :param resampling, ess_threshold: resampling of the final run (learning runs never resample).
     :param int final_num_particles: particles of the final run (default ``num_particles``):
         a twist learned on few particles serves a larger final run.
+    :param bool recycle: ``run()`` returns the learning runs pooled with the final run (see
+        :func:`~numpyro_twist.infer.recycling.recycle`) instead of the final run alone, which stays in
+        ``final_result``; the learning evaluations then count in the answer.
     :param bool progress_bar: show a progress bar over iterations.
 
     ``run(rng_key, *args, **kwargs)`` learns, keeps the best twist measured (``twist``), and returns
@@ -133,7 +137,8 @@ class TRITSMC:
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
-                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, progress_bar=True):
+                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, recycle=False,
+                 progress_bar=True):
         if int(num_iterations) != num_iterations or num_iterations < 0:
             raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
         if not kl_budget > 0:
@@ -154,8 +159,11 @@ class TRITSMC:
         self.progress_bar = progress_bar
         self.final = TwistedSMC(model, final_num_particles or num_particles, twist=twist, resampling=resampling,
                                 ess_threshold=ess_threshold)
-        self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, keep_paths=False,
+        # the records hold the paths the fit needs; a pool needs them as trajectories too
+        self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, keep_paths=recycle,
                                   record_transitions=True)
+        self.recycle = recycle
+        self.learning_results = []
         self.final_result = None
         self.history = []
         self._candidates = []  # every twist measured in this run(), the start first
@@ -164,12 +172,14 @@ class TRITSMC:
         self._budget = kl_budget
 
     def run(self, rng_key, *args, **kwargs):
-        """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult`. Warns when
+        """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult` (pooled with
+        this call's learning runs when ``recycle``). Warns when
         learning stalls or its family stops improving (see :func:`learning_diagnosis`), when no learned
         twist beat the start, and when the final run's ``log_evidence`` disagrees with the learning runs'
         measure of the same twist."""
         keys = jax.random.split(rng_key, self.num_iterations + 1)
         self._candidates, self._at_best, self._budget = [], False, self.kl_budget
+        self.learning_results = []
         self._from_base = self.twist is None
         if self.twist is None and self.num_iterations > 0:
             self.twist = default_twist(self.learner, keys[0], args, kwargs)
@@ -187,7 +197,7 @@ class TRITSMC:
         self.final_result = self.final.run(keys[-1], *args, **kwargs)
         if best is not None:
             self._check_agreement(best, self.final_result)
-        return self.final_result
+        return recycle(self.learning_results + [self.final_result]) if self.recycle else self.final_result
 
     def _step(self, rng_key, args, kwargs):
         """One iteration. The run measures the current twist by its :func:`twist_score`; a twist that
@@ -225,6 +235,9 @@ class TRITSMC:
             self.twist = self._best().twist
             self._budget = budget / 2
             self._at_best = True
+        if self.recycle:
+            result.transitions = None  # the fit's records are the bulk of a run's memory
+            self.learning_results.append(result)
         layout = self.learner._layout
         stats = IterationStats(
             tau=tau,
