@@ -163,3 +163,19 @@ def test_linear_twist_fit_agrees_between_backends(smoothing):
     assert np.allclose(np.asarray(fitted.weight), reference.weight.detach().numpy(), rtol=0, atol=1e-10)
     assert np.allclose(np.asarray(fitted.bias), reference.bias.detach().numpy(), rtol=0, atol=1e-10)
     assert not np.allclose(np.asarray(fitted.weight), weight)  # the fit moved every step
+
+
+def test_resampling_ess_agrees_between_backends():
+    from numpyro_twist.infer.tri_tsmc import resampling_ess as jax_resampling_ess
+    from pyro_twist.infer.tri_tsmc import resampling_ess as torch_resampling_ess
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    step_log_w = np.cumsum(0.2 * rng.standard_normal((21, 128)), 0)  # a path's weight accumulates over steps
+    step_log_w[5:, 7] = -np.inf
+    final = step_log_w[-1] + 0.5 * rng.standard_normal(128)
+    value = jax_resampling_ess(SimpleNamespace(log_weights=jnp.asarray(final), num_particles=128,
+                                               transitions=SimpleNamespace(log_weights=jnp.asarray(step_log_w))))
+    reference = torch_resampling_ess(SimpleNamespace(log_weights=torch.tensor(final),
+                                                     step_log_weights=list(torch.tensor(step_log_w))))
+    assert 1 < value < 128 and abs(value - reference) < 1e-9 * reference

@@ -173,10 +173,9 @@ class TRITSMC:
 
     def run(self, rng_key, *args, **kwargs):
         """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult` (pooled with
-        this call's learning runs when ``recycle``). Warns when
-        learning stalls or its family stops improving (see :func:`learning_diagnosis`), when no learned
-        twist beat the start, and when the final run's ``log_evidence`` disagrees with the learning runs'
-        measure of the same twist."""
+        this call's learning runs when ``recycle``). Warns when learning stalls or its family stops
+        improving (see :func:`learning_diagnosis`), when no learned twist beat the start, and when the
+        final run's ``log_evidence`` disagrees with the learning runs' measure of the same twist."""
         keys = jax.random.split(rng_key, self.num_iterations + 1)
         self._candidates, self._at_best, self._budget = [], False, self.kl_budget
         self.learning_results = []

@@ -223,4 +223,4 @@ class TwistedSMC:
             raise weight_error(int(output.final_weight_status), "after the reward sites at the end of the model")
         if num_reward_sites == 0:
             warnings.warn("the model has no numpyro.factor or observed site after its chain, so there is no "
-                          "reward to steer toward: this ran as plain sampling", stacklevel=3)
+                          "reward to steer toward: this ran as plain sampling", stacklevel=4)
