@@ -120,7 +120,9 @@ class TRITSMC:
     :param model: a NumPyro model with a chain and reward sites (see :class:`TwistedSMC`).
     :param twist: a twist with ``log_psi(k, x)`` and ``fit(transitions, log_weights, log_reward)``
         returning the fitted twist (see :meth:`LinearTwist.fit`), or ``None`` for the kernel's default
-        family (see :func:`default_twist`), starting from the base chain.
+        family (see :func:`default_twist`), starting from the base chain. A twist registered as a pytree
+        of arrays is an argument of the compiled learning pass, compiled once; any other twist is
+        compiled into the pass, once per fit.
     :param int num_particles: particles per learning iteration.
     :param int num_iterations: trust-region iterations before the final run.
     :param float kl_budget: ``eps``, the KL allowed between successive path laws.
