@@ -101,3 +101,81 @@ def test_diagnostics_agree_between_backends(shape):
     assert abs(jax_khat(log_w) - shape) < 0.3
     assert jax_khat(np.zeros(100)) == torch_khat(torch.zeros(100)) == -math.inf
     assert abs(jax_se([300.0, 700.0], 1000) - torch_se([300.0, 700.0], 1000)) < 1e-12
+
+
+def test_trust_region_agrees_between_backends():
+    # heavy-tailed, asymmetric path log-weights, some of them zero weight
+    from numpyro_twist.smc import trust_region as jax_tr
+    from pyro_twist.smc import trust_region as torch_tr
+
+    rng = np.random.default_rng(1)
+    log_R = np.concatenate([3.0 * rng.standard_normal(300), 8.0 * rng.gumbel(size=200)])
+    finite = log_R.copy()
+    log_R[::37] = -np.inf
+    for tau in (0.0, 0.1, 0.7, 1.0):
+        assert abs(float(jax_tr.escort_kl(finite, tau)) - torch_tr.escort_kl(torch.tensor(finite), tau).item()) < 1e-10
+        chi_square = torch_tr.chi_square_to_target(torch.tensor(finite), tau).item()  # up to e^30 here: relative
+        assert float(jax_tr.chi_square_to_target(finite, tau)) == pytest.approx(chi_square, rel=1e-10, abs=1e-10)
+    for lam in (0.0, 0.5, 4.0):
+        assert abs(float(jax_tr.dual_objective(finite, lam, 0.3))
+                   - torch_tr.dual_objective(torch.tensor(finite), lam, 0.3).item()) < 1e-10
+    for weights in (finite, log_R):
+        for budget in (0.01, 0.5, 3.0, 50.0):
+            step = jax_tr.trust_region_step(weights, budget)
+            reference = torch_tr.trust_region_step(torch.tensor(weights), budget)
+            assert abs(float(step.tau) - reference.tau) < 1e-10, (budget, float(step.tau), reference.tau)
+            assert abs(float(step.kl) - reference.kl) < 1e-10
+            assert float(step.kl) <= budget + 1e-12
+            assert np.array_equal(np.isinf(step.log_weights), np.isinf(reference.log_weights.numpy()))
+            kept = np.isfinite(weights)
+            assert np.allclose(np.asarray(step.log_weights)[kept], reference.log_weights.numpy()[kept], rtol=0,
+                               atol=1e-10)
+    with pytest.raises(ValueError, match="all -inf or contain NaN"):
+        jax_tr.trust_region_step(np.full(4, -np.inf), 0.5)
+    with pytest.raises(ValueError, match="kl_budget must be positive"):
+        jax_tr.trust_region_step(finite, 0.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 2.0])
+def test_linear_twist_fit_agrees_between_backends(smoothing):
+    # the same records in both backends' forms; the last step (k = 0) deterministic, fit by regression
+    from numpyro_twist.infer.steps import TransitionRecord as JaxRecord
+    from pyro_twist.infer.twisted_smc import TransitionRecord as TorchRecord
+
+    num_steps, n, dim = 6, 64, 3
+    rng = np.random.default_rng(2)
+    value, base_mean, proposal_mean = rng.standard_normal((3, num_steps + 1, n, dim))
+    base_variance = rng.uniform(0.1, 1.0, (num_steps + 1, n, dim))
+    gaussian = np.arange(num_steps, -1, -1) > 0  # records run over k = K..0
+    log_weights, log_reward = 2.0 * rng.standard_normal(n), rng.standard_normal(n)
+    weight, bias = rng.standard_normal((num_steps + 1, dim)), rng.standard_normal(num_steps + 1)
+
+    jax_records = JaxRecord(value, base_mean, base_variance, proposal_mean, gaussian, np.zeros((num_steps + 1, n)))
+    fitted = numpyro_twist.LinearTwist(weight, bias, smoothing).fit(jax_records, log_weights, log_reward)
+    torch_records = [
+        TorchRecord(num_steps - i, torch.tensor(value[i]), None,
+                    *((torch.tensor(m[i]) for m in (base_mean, base_variance, proposal_mean)) if gaussian[i]
+                      else (None, None, None)), None)
+        for i in range(num_steps + 1)
+    ]
+    reference = pyro_twist.LinearTwist(num_steps, (dim,), torch.tensor(weight), torch.tensor(bias), smoothing)
+    reference.fit(torch_records, torch.tensor(log_weights), torch.tensor(log_reward))
+    assert np.allclose(np.asarray(fitted.weight), reference.weight.detach().numpy(), rtol=0, atol=1e-10)
+    assert np.allclose(np.asarray(fitted.bias), reference.bias.detach().numpy(), rtol=0, atol=1e-10)
+    assert not np.allclose(np.asarray(fitted.weight), weight)  # the fit moved every step
+
+
+def test_resampling_ess_agrees_between_backends():
+    from numpyro_twist.infer.tri_tsmc import resampling_ess as jax_resampling_ess
+    from pyro_twist.infer.tri_tsmc import resampling_ess as torch_resampling_ess
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    step_log_w = np.cumsum(0.2 * rng.standard_normal((21, 128)), 0)  # a path's weight accumulates over steps
+    step_log_w[5:, 7] = -np.inf
+    final = step_log_w[-1] + 0.5 * rng.standard_normal(128)
+    value = jax_resampling_ess(SimpleNamespace(log_weights=jnp.asarray(final), num_particles=128,
+                                               transitions=SimpleNamespace(log_weights=jnp.asarray(step_log_w))))
+    reference = torch_resampling_ess(SimpleNamespace(log_weights=torch.tensor(final),
+                                                     step_log_weights=list(torch.tensor(step_log_w))))
+    assert 1 < value < 128 and abs(value - reference) < 1e-9 * reference

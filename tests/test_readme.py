@@ -43,10 +43,10 @@ def readme_code_blocks():
 
 
 def test_readme_has_its_code_blocks():
-    assert len(readme_code_blocks()) == 6
+    assert len(readme_code_blocks()) == 7
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_readme_code_block_runs_as_written(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the blocks may write files (a saved twist)
     namespace = {}
@@ -59,3 +59,5 @@ def test_readme_code_block_runs_as_written(index, tmp_path, monkeypatch):
         assert result.ess.shape == (51,)
     if index == 2:  # the learned twist reaches the closed form
         assert abs(result.log_evidence.item() - namespace["kernel"].log_normalizer(namespace["a"]).item()) < 0.05
+    if index == 5:  # the same in NumPyro
+        assert abs(float(result.log_evidence) - float(namespace["kernel"].log_normalizer(namespace["a"]))) < 0.05

@@ -1,8 +1,11 @@
 from .evidence import Evidence, estimate_evidence, log_bayes_factor
+from .recycling import recycle
 from .result import SMCResult
 from .steering import TDS, BestOfN, FKSteering, ImportanceSampling
-from .steps import SMCState, SMCSteps, StepInfo
+from .steps import SMCState, SMCSteps, StepInfo, TransitionRecord
+from .tri_tsmc import TRITSMC, IterationStats, learning_diagnosis, resampling_ess, twist_score
 from .twisted_smc import SMCOutput, TwistedSMC
 
-__all__ = ["BestOfN", "Evidence", "FKSteering", "ImportanceSampling", "SMCOutput", "SMCResult", "SMCState",
-           "SMCSteps", "StepInfo", "TDS", "TwistedSMC", "estimate_evidence", "log_bayes_factor"]
+__all__ = ["BestOfN", "Evidence", "FKSteering", "ImportanceSampling", "IterationStats", "SMCOutput", "SMCResult",
+           "SMCState", "SMCSteps", "StepInfo", "TDS", "TRITSMC", "TransitionRecord", "TwistedSMC",
+           "estimate_evidence", "learning_diagnosis", "log_bayes_factor", "recycle", "resampling_ess", "twist_score"]

@@ -15,17 +15,23 @@ class SMCResult:
     sample size after weighting at each chain step (``k = num_steps, ..., 0``); ``ess_final``: after
     the reward. ``resampled``: whether each step resampled; ``ancestors``: each step's ancestor
     indices (the identity where it did not resample), the genealogy. ``log_reward``: each final
-    particle's reward (the factor and observed sites after the chain).
+    particle's reward (the factor and observed sites after the chain). ``transitions``: the steps'
+    :data:`~numpyro_twist.infer.steps.TransitionRecord` stacked over ``k = K, ..., 0``, for a sampler
+    with ``record_transitions`` (else ``None``). ``log_evidence_se``: the standard error of
+    ``log_evidence`` where the sampler knows better than the ESS of the epochs (a pool of runs).
     """
 
-    def __init__(self, output, chain_name, num_steps, rng_key):
+    def __init__(self, output, chain_name, num_steps, rng_key, log_evidence_se=None):
         self.log_evidence = output.log_evidence
         self.log_weights = output.log_weights
         self.log_reward = output.log_reward
         self.ess = output.ess
         self.resampled = output.resampled
         self.ancestors = output.ancestors
+        self.transitions = output.transitions
+        self.chain_name = chain_name
         self.chain_sites = [f"{chain_name}_{k}" for k in range(num_steps, -1, -1)]
+        self._log_evidence_se = log_evidence_se
         self._states = output.states
         self._after_chain = output.after_chain
         self._rng_key = rng_key
@@ -70,7 +76,9 @@ class SMCResult:
     @property
     def log_evidence_se(self):
         """The standard error of ``log_evidence`` from the ESS of each resampling epoch (a lower estimate,
-        see :func:`~numpyro_twist.smc.weights.log_evidence_se`)."""
+        see :func:`~numpyro_twist.smc.weights.log_evidence_se`), or the one the result was given."""
+        if self._log_evidence_se is not None:
+            return self._log_evidence_se
         return run_log_evidence_se(self.ess, self.resampled, self.log_weights)
 
     @property

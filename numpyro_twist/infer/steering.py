@@ -43,7 +43,7 @@ class _LookaheadSMC(TwistedSMC):
     potential = "diff"
     lookahead_proposal = "bootstrap"
 
-    def _twist_for_run(self, kernel, args, kwargs):
+    def _twist_for_run(self, twist, kernel, args, kwargs):
         predict_x0, reward = lookahead_parts(kernel, self.model, args, kwargs, type(self).__name__)
         return LookaheadTwist(predict_x0, reward, potential=self.potential, proposal=self.lookahead_proposal)
 

@@ -28,11 +28,22 @@ The particles after a step: states ``x`` ``(N, ...)``, log-weights ``log_w`` sin
 resampling, the twist ``log_psi`` at ``x``, its gradient (for the ``gradient_at_state`` proposal,
 else ``None``) and ``log_evidence``, the log-mean weights of the resampling epochs so far."""
 
-StepInfo = namedtuple("StepInfo", ["x", "ess", "resampled", "ancestors", "weight_status"])
+StepInfo = namedtuple("StepInfo", ["x", "ess", "resampled", "ancestors", "weight_status", "transition"])
 StepInfo.__doc__ = """\
 What a step reports: the states after resampling (``None`` when paths are not kept), the ESS of
 the step's weights before resampling, whether it resampled, the ancestors (the identity where it
-did not), and a ``weight_status`` code (see ``smc.weights``) for the host to turn into an error."""
+did not), a ``weight_status`` code (see ``smc.weights``) for the host to turn into an error, and
+the step's :data:`TransitionRecord` (``None`` unless transitions are recorded)."""
+
+TransitionRecord = namedtuple("TransitionRecord",
+                              ["value", "base_mean", "base_variance", "proposal_mean", "gaussian", "log_weights"])
+TransitionRecord.__doc__ = """\
+One chain step, aligned with the particles after that step's resampling: the new states ``x_k``
+(``value``), the mean and variance of the base transition and the mean of the proposal that drew
+them (each of the states' shape; zeros where the step is not Gaussian), ``gaussian``: whether the
+base transition is Gaussian (a deterministic or discrete step has no moments), and ``log_weights``,
+the particles' log-weights after the step's twist, before resampling. A pass stacks them over
+``k = K, ..., 0``: what twist learning fits to (see ``LinearTwist.fit``)."""
 
 
 def _is_gaussian(law):
@@ -54,6 +65,15 @@ def floor_zero_twist(log_psi, twist_floor):
     return jnp.where(jnp.isneginf(log_psi), floor, log_psi)
 
 
+def _transition_record(x, base, proposal, log_w, ancestors):
+    """The :data:`TransitionRecord` of a step that drew ``x[ancestors]`` (``x`` after resampling)."""
+    if not _is_gaussian(base):
+        zeros = jnp.zeros_like(x)
+        return TransitionRecord(x, zeros, zeros, zeros, jnp.array(False), log_w)
+    moments = [jnp.broadcast_to(m, x.shape)[ancestors] for m in (base.mean, base.variance, proposal.mean)]
+    return TransitionRecord(x, *moments, jnp.array(True), log_w)
+
+
 class SMCSteps:
     """The configuration of a pass; its methods are pure functions of their arguments.
 
@@ -63,13 +83,15 @@ class SMCSteps:
     :param resampling_mask: boolean array over ``k = 0..K``: the steps allowed to resample.
     :param max_shift: bound of gradient proposals' shift, in base standard deviations (``None``: none).
     :param float twist_floor: see :func:`floor_zero_twist`. :param bool keep_paths: report each step's states.
+    :param bool record_transitions: report each step's :data:`TransitionRecord`.
     """
 
     def __init__(self, num_particles, twist, proposal, resampler, ess_threshold, resampling_mask, max_shift,
-                 twist_floor, keep_paths):
+                 twist_floor, keep_paths, record_transitions=False):
         self.num_particles, self.twist, self.proposal = num_particles, twist, proposal
         self.resampler, self.ess_threshold, self.resampling_mask = resampler, ess_threshold, resampling_mask
         self.max_shift, self.twist_floor, self.keep_paths = max_shift, twist_floor, keep_paths
+        self.record_transitions = record_transitions
 
     def init(self, rng_key, law, k, dtype):
         """Draw the first state ``x_k`` (``k = K``) from ``law``, the law of one particle's state."""
@@ -161,10 +183,11 @@ class SMCSteps:
         ancestors = jnp.where(resampled, ancestors, jnp.arange(n))
         status = weight_status(log_w)
         log_evidence = state.log_evidence + jnp.where(resampled, log_mean_exp(log_w), 0.0)
-        log_w = jnp.where(resampled, 0.0, log_w)
+        step_log_w, log_w = log_w, jnp.where(resampled, 0.0, log_w)
         x, log_psi = x[ancestors], log_psi[ancestors]
         grad = None if grad is None else grad[ancestors]
-        info = StepInfo(x if self.keep_paths else None, step_ess, resampled, ancestors, status)
+        record = _transition_record(x, base, proposal, step_log_w, ancestors) if self.record_transitions else None
+        info = StepInfo(x if self.keep_paths else None, step_ess, resampled, ancestors, status, record)
         return SMCState(x, log_w, log_psi, grad, log_evidence), info
 
     def run_chain(self, rng_key, init, transition, num_steps, dtype):

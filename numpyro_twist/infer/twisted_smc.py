@@ -26,21 +26,23 @@ from .steps import PROPOSALS, SMCSteps
 from .structure import no_chain_error, per_particle_site_error, second_chain_error, site_log_prob
 
 SMCOutput = namedtuple("SMCOutput", ["log_evidence", "log_weights", "log_reward", "ess", "resampled", "ancestors",
-                                     "states", "after_chain", "weight_status", "final_weight_status"])
+                                     "states", "after_chain", "weight_status", "final_weight_status", "transitions"])
 SMCOutput.__doc__ = """\
 Everything one pass returns, as arrays (``vmap`` stacks them over passes). Per-step arrays run over
 ``k = K, ..., 0``; ``states`` holds each step's states after resampling, ``(K + 1, N, ...)`` (the last
-only, ``(1, N, ...)``, without ``keep_paths``); ``after_chain`` the latent sites after the chain."""
+only, ``(1, N, ...)``, without ``keep_paths``); ``after_chain`` the latent sites after the chain;
+``transitions`` the steps' :data:`~numpyro_twist.infer.steps.TransitionRecord` stacked over steps
+(``None`` without ``record_transitions``)."""
 
-ChainLayout = namedtuple("ChainLayout", ["name", "num_steps", "num_reward_sites"])
+ChainLayout = namedtuple("ChainLayout", ["name", "num_steps", "num_reward_sites", "kernel_type"])
 
 
 class _ChainEngine(Messenger):
     """Runs the chain when the model reaches it, and sums the observed and factor sites per particle."""
 
-    def __init__(self, sampler, rng_key, args, kwargs):
+    def __init__(self, sampler, twist, rng_key, args, kwargs):
         super().__init__()
-        self.sampler, self.rng_key, self.args, self.kwargs = sampler, rng_key, args, kwargs
+        self.sampler, self.twist, self.rng_key, self.args, self.kwargs = sampler, twist, rng_key, args, kwargs
         n = sampler.num_particles
         self.layout = self.steps = None
         self.state = self.infos = None
@@ -57,10 +59,11 @@ class _ChainEngine(Messenger):
                 raise second_chain_error(name, self.layout.name)
             if self.sites_before:
                 raise per_particle_site_error(self.sites_before[0], name)
-            self.steps = self.sampler.steps(num_steps, msg["infer"].get("kernel"), self.args, self.kwargs)
+            kernel = msg["infer"].get("kernel")
+            self.steps = self.sampler.steps(num_steps, kernel, self.args, self.kwargs, self.twist)
             dtype = jnp.result_type(float)
             self.state, self.infos = self.steps.run_chain(self.rng_key, init, transition, num_steps, dtype)
-            self.layout = ChainLayout(name, num_steps, 0)
+            self.layout = ChainLayout(name, num_steps, 0, type(kernel))
             msg["value"] = self.state.x
         elif msg["type"] == "sample" and not msg["is_observed"] and self.layout is None:
             self.sites_before.append(msg["name"])
@@ -76,6 +79,13 @@ class _ChainEngine(Messenger):
                 self.log_reward = self.log_reward + log_prob
         elif self.layout is not None:
             self.after_chain[msg["name"]] = msg["value"]
+
+
+def is_array_pytree(twist):
+    """Whether ``twist`` is ``None`` or a pytree whose leaves are all arrays, so that it can be an
+    argument of a compiled pass."""
+    leaves = jax.tree_util.tree_leaves(twist)
+    return all(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves)
 
 
 class TwistedSMC:
@@ -100,14 +110,18 @@ class TwistedSMC:
     :param float twist_floor: where the twist is zero at a particle it is raised to ``twist_floor`` nats
         below the lowest positive twist value among the particles at that step.
     :param bool keep_paths: keep every step's states (memory ``K * N * d``), for whole trajectories.
+    :param bool record_transitions: keep each step's states, base and proposal moments and log-weights
+        in ``result.transitions`` (what twist learning fits to; memory ``4 K * N * d``).
 
     ``run(rng_key, *args, **kwargs)`` compiles one pass (chain, weighting, resampling and reward) with
     ``jax.jit`` once per argument shapes, runs it and checks it; :meth:`pure_run` is the same pass as a
-    pure function, for ``vmap`` over keys.
+    pure function, for ``vmap`` over keys. A twist registered as a pytree of arrays (``LinearTwist``) is
+    an argument of the compiled pass: ``sampler.twist = other`` of the same shapes runs without compiling
+    again (see :meth:`pure_run_with_twist`). Any other twist is a constant of its compiled pass.
     """
 
     def __init__(self, model, num_particles, twist=None, proposal=None, resampling="systematic", ess_threshold=0.5,
-                 resampling_steps=None, max_shift=None, twist_floor=1.0, keep_paths=True):
+                 resampling_steps=None, max_shift=None, twist_floor=1.0, keep_paths=True, record_transitions=False):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if proposal is not None and proposal not in PROPOSALS:
@@ -131,26 +145,34 @@ class TwistedSMC:
         self.ess_threshold = ess_threshold
         self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
         self.max_shift, self.twist_floor, self.keep_paths = max_shift, twist_floor, keep_paths
+        self.record_transitions = record_transitions
         self._layout = None
-        self._compiled = jax.jit(self.pure_run)
+        self._compiled_with_twist = jax.jit(self.pure_run_with_twist)
+        self._compiled, self._compiled_twist = None, None
 
-    def _twist_for_run(self, kernel, args, kwargs):
-        return self.twist
+    def _twist_for_run(self, twist, kernel, args, kwargs):
+        return twist
 
-    def steps(self, num_steps, kernel, args, kwargs):
-        """The pure steps of a pass over a chain of ``num_steps`` built on ``kernel`` (or ``None``)."""
-        twist = self._twist_for_run(kernel, args, kwargs)
+    def steps(self, num_steps, kernel, args, kwargs, twist):
+        """The pure steps of a pass with ``twist`` over a chain of ``num_steps`` built on ``kernel`` (or ``None``)."""
+        twist = self._twist_for_run(twist, kernel, args, kwargs)
         proposal = self.proposal or getattr(twist, "proposal", "gradient")
         if proposal not in PROPOSALS:
             raise ValueError(f"twist.proposal must be one of {PROPOSALS}, got {proposal!r}")
         allowed = [self.resampling_steps is None or k in self.resampling_steps for k in range(num_steps + 1)]
         return SMCSteps(self.num_particles, twist, proposal, self.resampler, self.ess_threshold, jnp.array(allowed),
-                        self.max_shift, self.twist_floor, self.keep_paths)
+                        self.max_shift, self.twist_floor, self.keep_paths, self.record_transitions)
 
     def pure_run(self, rng_key, *args, **kwargs):
         """One pass on ``model(*args, **kwargs)`` as a pure function of its arguments: an :data:`SMCOutput`."""
+        return self.pure_run_with_twist(self.twist, rng_key, *args, **kwargs)
+
+    def pure_run_with_twist(self, twist, rng_key, *args, **kwargs):
+        """:meth:`pure_run` with ``twist`` in place of the sampler's own: under ``jit`` a twist that is a
+        pytree of arrays is traced like the other arguments, so one compiled pass serves every twist of
+        its structure and shapes."""
         key_chain, key_model = jax.random.split(rng_key)
-        engine = _ChainEngine(self, key_chain, args, kwargs)
+        engine = _ChainEngine(self, twist, key_chain, args, kwargs)
         with handlers.seed(rng_seed=key_model), numpyro.plate("particles", self.num_particles, dim=-1), engine:
             self.model(*args, **kwargs)
         if engine.layout is None:
@@ -160,15 +182,12 @@ class TwistedSMC:
         infos = engine.infos
         states = infos.x if self.keep_paths else engine.state.x[None]
         return SMCOutput(log_evidence, log_w, engine.log_reward, infos.ess, infos.resampled, infos.ancestors, states,
-                         engine.after_chain, infos.weight_status, weight_status(log_w))
+                         engine.after_chain, infos.weight_status, weight_status(log_w), infos.transition)
 
     def run(self, rng_key, *args, **kwargs):
         """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`. Warns when the
         final weights' Pareto k-hat is above 0.7 (see :meth:`SMCResult.print_summary`)."""
-        output = self._compiled(rng_key, *args, **kwargs)
-        self._check(output)
-        name, num_steps, _ = self._layout
-        result = SMCResult(output, name, num_steps, rng_key)
+        result = self._run(rng_key, args, kwargs)
         khat = result.pareto_khat
         if khat > KHAT_UNRELIABLE:
             warnings.warn(
@@ -181,8 +200,20 @@ class TwistedSMC:
             )
         return result
 
+    def _run(self, rng_key, args, kwargs):
+        """One compiled pass with the current twist, checked: an :class:`SMCResult`."""
+        if is_array_pytree(self.twist):
+            output = self._compiled_with_twist(self.twist, rng_key, *args, **kwargs)
+        else:
+            if self._compiled is None or self._compiled_twist is not self.twist:
+                # a twist that holds functions is a constant of the pass: another twist needs its own
+                self._compiled, self._compiled_twist = jax.jit(self.pure_run), self.twist
+            output = self._compiled(rng_key, *args, **kwargs)
+        self._check(output)
+        return SMCResult(output, self._layout.name, self._layout.num_steps, rng_key)
+
     def _check(self, output):
-        name, num_steps, num_reward_sites = self._layout
+        name, num_steps, num_reward_sites, _ = self._layout
         status = np.asarray(output.weight_status)
         bad = np.flatnonzero(status != WEIGHTS_OK)
         if bad.size:
@@ -192,4 +223,4 @@ class TwistedSMC:
             raise weight_error(int(output.final_weight_status), "after the reward sites at the end of the model")
         if num_reward_sites == 0:
             warnings.warn("the model has no numpyro.factor or observed site after its chain, so there is no "
-                          "reward to steer toward: this ran as plain sampling", stacklevel=3)
+                          "reward to steer toward: this ran as plain sampling", stacklevel=4)

@@ -1,0 +1,324 @@
+"""TRI-TSMC: twisted SMC whose twist is learned by trust-region iterations.
+
+Each iteration runs sequential importance sampling with the current twist (so the N paths are
+i.i.d. draws of the twisted path law ``Q_j``), solves the trust-region dual on their path
+log-weights for ``tau``, tempers the weights to ``R^tau`` (the escort law ``Q_j^(1 - tau) pi^tau``,
+the closest law to the target within ``KL <= kl_budget`` of ``Q_j``), and projects it back on the
+twist family by weighted maximum likelihood of the paths. The answer is a twisted SMC run with the
+learned twist. As ``pyro_twist.infer.tri_tsmc``; each pass is one compiled ``lax.scan``, and a twist
+that is a pytree of arrays (``LinearTwist``) is its argument, so the learning passes compile once.
+"""
+import math
+import time
+import warnings
+from collections import namedtuple
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+from tqdm.auto import tqdm
+
+from ..chains.linear_gaussian import LinearGaussianKernel
+from ..smc.trust_region import trust_region_step
+from ..smc.weights import log_evidence_se
+from ..twists.linear import LinearTwist
+from .recycling import recycle
+from .twisted_smc import TwistedSMC
+
+IterationStats = namedtuple(
+    "IterationStats",
+    ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds",
+     "num_particles", "score", "accepted", "kl_budget", "pareto_khat"],
+)
+IterationStats.__doc__ = """\
+One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step (NaN where
+the step was not taken); ``ess`` of the run's path weights and ``ess_per_step``; the run's
+``log_evidence``; ``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (one per
+particle and transition); wall-clock ``seconds`` (the first iteration's include compiling the pass);
+``num_particles`` of the run; ``score``: the run's measure of its twist, ``log_evidence - 2 se``
+(see :func:`twist_score`); ``accepted``: whether the twist the run measured was kept (``False``: it
+scored worse than the best twist so far, which was restored); ``kl_budget``: the budget of the step
+(halved after each rejection); ``pareto_khat`` of the run's path weights (above 0.7 its
+``log_evidence`` is not to be trusted).
+"""
+
+# A twist is kept when its score is at most this many nats below the best one measured: one run's
+# score is noisy, and a strict comparison would stall learning near convergence.
+ACCEPT_SLACK = 0.1
+# Learning that has not raised its best score for this many iterations, with the path ESS still
+# below a half, is reported: stalled (tau below STALLED_TAU) or a family that cannot fit.
+STALL_WINDOW = 3
+STALLED_TAU = 0.05
+CONVERGED_ESS = 0.5
+
+
+@dataclass
+class Candidate:
+    """A twist measured by learning runs: the ``twist`` itself (fits return new twists, so it is its own
+    snapshot), its ``score`` (the lowest measured) and each measurement's ``(log_evidence, standard error)``."""
+
+    score: float
+    twist: object
+    measurements: list = field(default_factory=list)
+
+
+def resampling_ess(result):
+    """The least ESS that the final weights would keep after resampling at any one step, from a run
+    without resampling: resampled at step k in proportion to ``w_k``, path ``i`` ends with weight
+    ``w_final(i) / w_k(i)``, whose ESS is ``N (sum w_final)^2 / (sum w_k * sum w_final^2 / w_k)``.
+
+    The path ESS cannot see a twist whose values are wrong (its proposals only use their
+    gradients, and its values telescope out of the path weights); resampling acts on them, and a
+    twist that rates low the paths that carry the mass makes resampling discard that mass.
+    """
+    return float(_least_resampling_share(result.log_weights, result.transitions.log_weights)) * result.num_particles
+
+
+@jax.jit
+def _least_resampling_share(log_final, log_w):
+    ratio = jnp.where(jnp.isfinite(log_w), 2 * log_final - log_w, -jnp.inf)
+    log_share = 2 * logsumexp(log_final) - logsumexp(log_w, 1) - logsumexp(ratio, 1)
+    return jnp.exp(log_share.min())
+
+
+def twist_score(log_evidence, ess, num_particles):
+    """A lower confidence bound on ``log Z`` from one run of a twist: ``log Z_hat - 2 se``, with
+    ``se^2 = (N / ESS - 1) / N`` the relative variance of ``Z_hat`` implied by the path weights.
+
+    Both parts are needed. A twist that misses part of the target (a mode it never proposes)
+    has a fine ESS among the paths it draws, but a ``Z_hat`` short of the mass it misses; a twist
+    with heavy-tailed weights has a low ESS and a wide interval. For the optimal twist the score
+    is ``log Z`` itself, and no twist scores above ``log Z`` but by chance.
+    """
+    return log_evidence - 2.0 * log_evidence_se(max(ess, 1.0), num_particles)
+
+
+def default_twist(sampler, rng_key, args, kwargs):
+    """The twist family for the model's chain, found by tracing one pass (nothing is compiled or run):
+    a per-step log-linear twist at zero (the base chain) for a :class:`LinearGaussianKernel`, whose
+    optimal twist is log-linear and fit in closed form. No other family is built in yet."""
+    output = jax.eval_shape(sampler.pure_run_with_twist, None, rng_key, *args, **kwargs)
+    layout = sampler._layout
+    if not issubclass(layout.kernel_type, LinearGaussianKernel):
+        chain = f"{layout.name!r}, built on {layout.kernel_type.__name__}"
+        if layout.kernel_type is type(None):
+            chain = f"{layout.name!r} (a markov_chain, no kernel)"
+        raise NotImplementedError(
+            f"numpyro_twist learns log-linear twists only so far, the default family of a diffusion_chain over a "
+            f"LinearGaussianKernel, and the chain is {chain}. Pass TRITSMC a twist of your own with log_psi(k, x) "
+            "and fit(transitions, log_weights, log_reward) returning the fitted twist (a pytree of arrays, so "
+            "that the learning passes compile once), or steer the chain with TwistedSMC or FKSteering"
+        )
+    states = output.transitions.value  # (K + 1, N) + event shape
+    return LinearTwist.zeros(layout.num_steps, states.shape[2:], states.dtype, smoothing=2.0)
+
+
+class TRITSMC:
+    """Trust-region iterative twisted SMC.
+
+    :param model: a NumPyro model with a chain and reward sites (see :class:`TwistedSMC`).
+    :param twist: a twist with ``log_psi(k, x)`` and ``fit(transitions, log_weights, log_reward)``
+        returning the fitted twist (see :meth:`LinearTwist.fit`), or ``None`` for the kernel's default
+        family (see :func:`default_twist`), starting from the base chain. A twist registered as a pytree
+        of arrays is an argument of the compiled learning pass, compiled once; any other twist is
+        compiled into the pass, once per fit.
+    :param int num_particles: particles per learning iteration.
+    :param int num_iterations: trust-region iterations before the final run.
+    :param float kl_budget: ``eps``, the KL allowed between successive path laws.
+    :param resampling, ess_threshold: resampling of the final run (learning runs never resample).
+    :param int final_num_particles: particles of the final run (default ``num_particles``):
+        a twist learned on few particles serves a larger final run.
+    :param bool recycle: ``run()`` returns the learning runs pooled with the final run (see
+        :func:`~numpyro_twist.infer.recycling.recycle`) instead of the final run alone, which stays in
+        ``final_result``; the learning evaluations then count in the answer.
+    :param bool progress_bar: show a progress bar over iterations.
+
+    ``run(rng_key, *args, **kwargs)`` learns, keeps the best twist measured (``twist``), and returns
+    the final run's :class:`SMCResult`; ``history`` holds an :data:`IterationStats` per iteration.
+    """
+
+    def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
+                 resampling="systematic", ess_threshold=0.5, final_num_particles=None, recycle=False,
+                 progress_bar=True):
+        if int(num_iterations) != num_iterations or num_iterations < 0:
+            raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
+        if not kl_budget > 0:
+            raise ValueError(f"kl_budget must be positive, got {kl_budget!r}")
+        if final_num_particles is not None and (int(final_num_particles) != final_num_particles
+                                                or final_num_particles < 1):
+            raise ValueError(f"final_num_particles must be a positive integer or None, got {final_num_particles!r}")
+        if twist is not None and not callable(getattr(twist, "fit", None)):
+            raise TypeError(
+                "TRITSMC learns its twist: the twist needs fit(transitions, log_weights, log_reward), returning "
+                "the fitted twist, besides log_psi(k, x); use TwistedSMC to run a fixed twist"
+            )
+        self.model = model
+        self.twist = twist
+        self.num_particles = int(num_particles)
+        self.num_iterations = int(num_iterations)
+        self.kl_budget = kl_budget
+        self.progress_bar = progress_bar
+        self.final = TwistedSMC(model, final_num_particles or num_particles, twist=twist, resampling=resampling,
+                                ess_threshold=ess_threshold)
+        # the records hold the paths the fit needs; a pool needs them as trajectories too
+        self.learner = TwistedSMC(model, num_particles, twist=twist, ess_threshold=0.0, keep_paths=recycle,
+                                  record_transitions=True)
+        self.recycle = recycle
+        self.learning_results = []
+        self.final_result = None
+        self.history = []
+        self._candidates = []  # every twist measured in this run(), the start first
+        self._from_base = False  # whether this run() started from the base chain
+        self._at_best = False
+        self._budget = kl_budget
+
+    def run(self, rng_key, *args, **kwargs):
+        """Learn the twist, then run twisted SMC with it; returns the final :class:`SMCResult` (pooled with
+        this call's learning runs when ``recycle``). Warns when learning stalls or its family stops
+        improving (see :func:`learning_diagnosis`), when no learned twist beat the start, and when the
+        final run's ``log_evidence`` disagrees with the learning runs' measure of the same twist."""
+        keys = jax.random.split(rng_key, self.num_iterations + 1)
+        self._candidates, self._at_best, self._budget = [], False, self.kl_budget
+        self.learning_results = []
+        self._from_base = self.twist is None
+        if self.twist is None and self.num_iterations > 0:
+            self.twist = default_twist(self.learner, keys[0], args, kwargs)
+        first = len(self.history)
+        iterations = tqdm(keys[:-1], disable=not self.progress_bar, desc="TRI-TSMC")
+        for key in iterations:
+            stats = self._step(key, args, kwargs)
+            iterations.set_postfix(tau=f"{stats.tau:.3f}", ess=f"{stats.ess:.0f}", log_Z=f"{stats.log_evidence:.3f}")
+        iterations.close()
+        diagnosis = learning_diagnosis(self.history[first:])
+        if diagnosis is not None:
+            warnings.warn(f"TRITSMC: {diagnosis}", stacklevel=2)
+        best = self._keep_best() if self._candidates else None
+        self.final.twist = self.twist
+        self.final_result = self.final.run(keys[-1], *args, **kwargs)
+        if best is not None:
+            self._check_agreement(best, self.final_result)
+        return recycle(self.learning_results + [self.final_result]) if self.recycle else self.final_result
+
+    def _step(self, rng_key, args, kwargs):
+        """One iteration. The run measures the current twist by its :func:`twist_score`; a twist that
+        scores more than ``ACCEPT_SLACK`` nats below the best one so far is rejected: the best is
+        restored, the KL budget halved, and the next iteration measures the best again before stepping
+        from it. Otherwise the trust-region step is taken from the run's paths (and a budget halved
+        before grows back)."""
+        start = time.perf_counter()
+        self.learner.twist = self.twist
+        result = self.learner._run(rng_key, args, kwargs)
+        ess, log_evidence = float(result.ess_final), float(result.log_evidence)
+        score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
+        measurement = (log_evidence, result.log_evidence_se)
+        if self._at_best:  # measured again: a twist is rated by its worst measurement
+            best = self._best()
+            best.score = min(best.score, score)
+            best.measurements.append(measurement)
+            accepted = best is self._best()
+        else:
+            self._candidates.append(Candidate(score, self.twist, [measurement]))
+            accepted = self._best() is self._candidates[-1]
+        tau = kl = math.nan
+        budget = self._budget
+        if accepted:
+            trust_region = trust_region_step(result.log_weights, budget)
+            tau, kl = float(trust_region.tau), float(trust_region.kl)
+            fitted = self.twist.fit(result.transitions, trust_region.log_weights, result.log_reward)
+            if not callable(getattr(fitted, "log_psi", None)):
+                raise TypeError(f"{type(self.twist).__name__}.fit returned {type(fitted).__name__}: numpyro_twist's "
+                                "fit is pure, and returns the fitted twist (leaving the twist it was called on as is)")
+            self.twist = fitted
+            self._budget = min(self.kl_budget, 2 * budget)
+            self._at_best = False
+        else:
+            self.twist = self._best().twist
+            self._budget = budget / 2
+            self._at_best = True
+        if self.recycle:
+            result.transitions = None  # the fit's records are the bulk of a run's memory
+            self.learning_results.append(result)
+        layout = self.learner._layout
+        stats = IterationStats(
+            tau=tau,
+            kl=kl,
+            ess=ess,
+            ess_per_step=result.ess,
+            log_evidence=log_evidence,
+            mean_reward=float(result.log_reward.mean()),
+            denoiser_evaluations=self.num_particles * layout.num_steps,
+            seconds=time.perf_counter() - start,
+            num_particles=self.num_particles,
+            score=score,
+            accepted=accepted,
+            kl_budget=budget,
+            pareto_khat=result.pareto_khat,
+        )
+        self.history.append(stats)
+        return stats
+
+    def _best(self):
+        """The latest twist measured within ``ACCEPT_SLACK`` of the highest score: among twists that
+        measure alike, the one learning went furthest with."""
+        top = max(candidate.score for candidate in self._candidates)
+        return [candidate for candidate in self._candidates if candidate.score >= top - ACCEPT_SLACK][-1]
+
+    def _keep_best(self):
+        """Restore the twist of the highest score measured in this run (the last fit is not measured),
+        warn when that is the twist learning started from, and return its :class:`Candidate`."""
+        best = self._best()
+        self.twist = best.twist
+        if self.num_iterations >= 2 and best is self._candidates[0]:
+            start = "the base chain (no twist)" if self._from_base else "the twist it started from"
+            learned = max((candidate.score for candidate in self._candidates[1:]), default=math.nan)
+            warnings.warn(
+                f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {best.score:.3f}; "
+                f"the learned twists' best {learned:.3f}), so the final run uses {start}. "
+                f"The twist family ({type(best.twist).__name__}) did not improve on it here: try more particles, "
+                "a smaller kl_budget, more iterations, or another family",
+                stacklevel=3,
+            )
+        return best
+
+    def _check_agreement(self, best, final):
+        """Warn when the final run's ``log_evidence`` and the learning runs' measurements of the same
+        twist differ by more than 4 standard errors (and 0.05 nats): one of them missed mass that
+        the other found, and neither is to be trusted without looking."""
+        learned = sum(value for value, _ in best.measurements) / len(best.measurements)
+        learned_se = math.sqrt(sum(se**2 for _, se in best.measurements)) / len(best.measurements)
+        final_value, final_se = float(final.log_evidence), final.log_evidence_se
+        if abs(final_value - learned) > 4 * math.hypot(final_se, learned_se) + 0.05:
+            warnings.warn(
+                f"TRITSMC: the final run's log_evidence {final_value:.3f} +- {final_se:.3f} disagrees with the "
+                f"learning runs' {learned:.3f} +- {learned_se:.3f} for the same twist, beyond their standard "
+                "errors: one of them missed mass the other found (resampling on a twist whose values are off, "
+                "or heavy-tailed weights: see final_result.print_summary() and history). Check with more particles",
+                stacklevel=3,
+            )
+
+
+def learning_diagnosis(history, window=STALL_WINDOW):
+    """Why learning went nowhere, or ``None``: its best score did not rise by more than
+    ``ACCEPT_SLACK`` over the last ``window`` iterations while the best path ESS stayed below
+    ``CONVERGED_ESS`` of the particles (a converged twist has nothing left to gain). Stalled:
+    every step of the window was rejected or tempered below ``STALLED_TAU``, the path weights too
+    degenerate for the trust region to move; otherwise steps were taken and did not help: the
+    family cannot fit what the weights ask of it."""
+    if len(history) <= window:
+        return None
+    earlier, recent = history[:-window], history[-window:]
+    if max(s.score for s in recent) > max(s.score for s in earlier) + ACCEPT_SLACK:
+        return None
+    best_ess = max(s.ess / s.num_particles for s in history)
+    if best_ess >= CONVERGED_ESS:
+        return None
+    taus = [s.tau for s in recent if s.accepted]
+    taken = ", ".join(f"{tau:.3f}" for tau in taus) or "none"
+    if max(taus, default=0.0) < STALLED_TAU:
+        return (f"learning stalled: the last {window} iterations raised no score (best path ESS/N {best_ess:.2f}); "
+                f"their steps were rejected or tempered to nothing (tau {taken}), the path weights too degenerate "
+                "for a trust-region step. Try more particles per iteration, or a twist that starts nearer the target")
+    return (f"the twist family stopped improving: the last {window} iterations took steps (tau {taken}) that raised "
+            f"no score, with the best path ESS/N at {best_ess:.2f}. The family cannot fit what the weights ask of "
+            "it: try a more flexible family (a twist of your own with fit)")
