@@ -63,13 +63,20 @@ class SMCSteps:
     :param resampling_mask: boolean array over ``k = 0..K``: the steps allowed to resample.
     :param max_shift: bound of gradient proposals' shift, in base standard deviations (``None``: none).
     :param float twist_floor: see :func:`floor_zero_twist`. :param bool keep_paths: report each step's states.
+    :param sharding: ``None`` (one device) or a :class:`~numpyro_twist.infer.sharding.ParticleSharding` that
+        splits every particle array of the state over its devices.
     """
 
     def __init__(self, num_particles, twist, proposal, resampler, ess_threshold, resampling_mask, max_shift,
-                 twist_floor, keep_paths):
+                 twist_floor, keep_paths, sharding=None):
         self.num_particles, self.twist, self.proposal = num_particles, twist, proposal
         self.resampler, self.ess_threshold, self.resampling_mask = resampler, ess_threshold, resampling_mask
         self.max_shift, self.twist_floor, self.keep_paths = max_shift, twist_floor, keep_paths
+        self.sharding = sharding
+
+    def _placed(self, tree):
+        """``tree``'s particle arrays split over the devices (unchanged on one device)."""
+        return tree if self.sharding is None else self.sharding.constrain(tree)
 
     def init(self, rng_key, law, k, dtype):
         """Draw the first state ``x_k`` (``k = K``) from ``law``, the law of one particle's state."""
@@ -144,7 +151,7 @@ class SMCSteps:
         key_draw, key_resample = jax.random.split(rng_key)
         n = self.num_particles
         proposal = self._proposal(k, base, state.grad_log_psi)
-        x = proposal.sample(key_draw)
+        x = self._placed(proposal.sample(key_draw))
         log_w = state.log_w
         if proposal is not base:
             log_w = log_w + base.log_prob(x) - proposal.log_prob(x)
@@ -164,6 +171,7 @@ class SMCSteps:
         log_w = jnp.where(resampled, 0.0, log_w)
         x, log_psi = x[ancestors], log_psi[ancestors]
         grad = None if grad is None else grad[ancestors]
+        x, log_w, log_psi, grad = self._placed((x, log_w, log_psi, grad))
         info = StepInfo(x if self.keep_paths else None, step_ess, resampled, ancestors, status)
         return SMCState(x, log_w, log_psi, grad, log_evidence), info
 
