@@ -47,7 +47,13 @@ class DenoisingKernel:
     State ``x_k`` (``k`` steps to go) sits at timestep ``timesteps[num_steps - k]``; ``x_0`` is
     the clean sample. A subclass provides ``denoise(alpha_prod, x)``, the prediction of ``x_0``
     from rows ``x`` at noise level ``alpha_prod``, or, for a denoiser that takes the timestep,
-    overrides ``denoise_step(k, x)``.
+    overrides ``denoise_step(k, x)``; it sets ``clip_range`` to clip that prediction to
+    ``[-clip_range, clip_range]`` where it is used (the scheduler's ``clip_sample``).
+
+    The transition and the look-ahead ``predict_x0`` at a state share one denoiser call:
+    ``denoise_step(k, x)`` is the call, and ``transition_from(k, x, denoised)`` and
+    ``predict_x0_from(k, x, denoised)`` take its output; inference evaluates it once per step and
+    carries it with the particles.
 
     :param int num_steps: number of inference steps.
     :param tuple event_shape: shape of one state.
@@ -77,6 +83,7 @@ class DenoisingKernel:
             variance = np.maximum((1.0 - previous) / (1.0 - alpha_prod) * beta, _VARIANCE_FLOOR)
         self.deterministic = variance <= _VARIANCE_FLOOR
         self.deterministic[0] = False  # no step leaves x_0
+        self.clip_range = None
         self.alpha_prod = jnp.asarray(alpha_prod, dtype)
         self._coef_x0, self._coef_x = jnp.asarray(coef_x0, dtype), jnp.asarray(coef_x, dtype)
         self._std = jnp.asarray(np.sqrt(variance), dtype)
@@ -89,7 +96,7 @@ class DenoisingKernel:
         raise NotImplementedError
 
     def denoise_step(self, k, x):
-        """The prediction of ``x_0`` from ``x_k = x``: ``denoise`` at step ``k``'s noise level."""
+        """The denoiser's prediction of ``x_0`` from ``x_k = x``, unclipped: ``denoise`` at step ``k``'s noise level."""
         return self.denoise(self.alpha_prod[k], x)
 
     def prior(self, shape=None):
@@ -97,14 +104,27 @@ class DenoisingKernel:
             raise ValueError(f"this kernel's states have shape {self.event_shape}, not {tuple(shape)}")
         return dist.Normal(jnp.zeros(self.event_shape, self.dtype), 1.0).to_event(len(self.event_shape))
 
+    def _clip(self, x0):
+        return x0 if self.clip_range is None else jnp.clip(x0, -self.clip_range, self.clip_range)
+
+    def predict_x0_from(self, k, x, denoised):
+        """The estimate of ``x_0`` from ``x_k = x`` given ``denoised = denoise_step(k, x)`` (``x`` at ``k = 0``)."""
+        return jnp.where(k == 0, x, self._clip(denoised))
+
     def predict_x0(self, k, x):
         """The denoiser's estimate of ``x_0`` from ``x_k = x`` (``x`` itself at ``k = 0``)."""
-        return jnp.where(k == 0, x, self.denoise_step(k, x))
+        if isinstance(k, (int, np.integer)) and k == 0:
+            return x
+        return self.predict_x0_from(k, x, self.denoise_step(k, x))
 
-    def transition(self, k, x):
-        mean = self._coef_x0[k] * self.denoise_step(k, x) + self._coef_x[k] * x
+    def transition_from(self, k, x, denoised):
+        """The law of ``x_{k-1}`` given ``x_k = x`` and ``denoised = denoise_step(k, x)``."""
+        mean = self._coef_x0[k] * self._clip(denoised) + self._coef_x[k] * x
         event_dim = len(self.event_shape)
         # A traced k is one of the scanned steps, never the deterministic last one.
         if isinstance(k, (int, np.integer)) and self.deterministic[k]:
             return dist.Delta(mean, event_dim=event_dim)
         return dist.Normal(mean, self._std[k]).to_event(event_dim)
+
+    def transition(self, k, x):
+        return self.transition_from(k, x, self.denoise_step(k, x))

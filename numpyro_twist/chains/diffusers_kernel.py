@@ -71,19 +71,15 @@ class DiffusersKernel(DenoisingKernel):
         return self._unet(self.params, x, timesteps, self.config)
 
     def denoise_timestep(self, t, x):
-        """The prediction of ``x_0`` (clipped as the scheduler says) from ``x`` at timestep ``t``."""
+        """The prediction of ``x_0`` from ``x`` at timestep ``t``, unclipped (the kernel clips where it uses it)."""
         rows = x.reshape((-1,) + self.event_shape)
         output = self.unet(rows, t).astype(x.dtype).reshape(x.shape)
         alpha_prod = self._alphas_cumprod[t].astype(x.dtype)
         if self.prediction_type == "epsilon":
-            x0 = (x - jnp.sqrt(1 - alpha_prod) * output) / jnp.sqrt(alpha_prod)
-        elif self.prediction_type == "sample":
-            x0 = output
-        else:
-            x0 = jnp.sqrt(alpha_prod) * x - jnp.sqrt(1 - alpha_prod) * output
-        if self.clip_range is not None:
-            x0 = jnp.clip(x0, -self.clip_range, self.clip_range)
-        return x0
+            return (x - jnp.sqrt(1 - alpha_prod) * output) / jnp.sqrt(alpha_prod)
+        if self.prediction_type == "sample":
+            return output
+        return jnp.sqrt(alpha_prod) * x - jnp.sqrt(1 - alpha_prod) * output
 
     def denoise_step(self, k, x):
         return self.denoise_timestep(self.timestep_of_step[k], x)

@@ -151,7 +151,7 @@ class TwistedSMC:
             raise ValueError(f"twist.proposal must be one of {PROPOSALS}, got {proposal!r}")
         allowed = [self.resampling_steps is None or k in self.resampling_steps for k in range(num_steps + 1)]
         return SMCSteps(self.num_particles, twist, proposal, self.resampler, self.ess_threshold, jnp.array(allowed),
-                        self.max_shift, self.twist_floor, self.keep_paths, self.sharding)
+                        self.max_shift, self.twist_floor, self.keep_paths, self.sharding, kernel)
 
     def pure_run(self, rng_key, *args, **kwargs):
         """One pass on ``model(*args, **kwargs)`` as a pure function of its arguments: an :data:`SMCOutput`."""
