@@ -11,18 +11,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The device count is fixed when jax starts, so the runs happen in a fresh interpreter.
 SHARDED_RUNS = """
-import json, re
-import jax, numpy as np
+import json
+import jax, jax.numpy as jnp, numpy as np, numpyro
 from tests.numpyro_common import LG_KERNEL, REWARD, lg_model
-from numpyro_twist import FKSteering, TwistedSMC
+from numpyro_twist import FKSteering, GaussianMixture, GaussianMixtureKernel, TwistedSMC, diffusion_chain
 
 N, DEVICES = 64, jax.devices()
 model = lg_model(LG_KERNEL, REWARD)
+# a DDPM, whose denoiser output the particles carry from step to step
+RING = GaussianMixtureKernel(GaussianMixture.ring(), num_steps=20)
+
+def ring_model():
+    numpyro.factor("reward", diffusion_chain("x", RING, (2,)) @ jnp.array([1.0, 0.4]))
+
 methods = {
     # bootstrap proposals weighted by the optimal twist: weights that vary, so adaptive resampling acts
     "bootstrap": lambda devices: TwistedSMC(model, N, twist=LG_KERNEL.optimal_twist(REWARD), proposal="bootstrap",
                                             ess_threshold=0.5, devices=devices),
     "fk": lambda devices: FKSteering(model, N, devices=devices),
+    "fk_ddpm": lambda devices: FKSteering(ring_model, N, devices=devices),
 }
 report = {"num_devices": len(DEVICES)}
 for name, build in methods.items():
@@ -30,7 +37,7 @@ for name, build in methods.items():
     one, many = build(None).run(key), build(DEVICES).run(key)
     states = many.trajectories()  # numpy copies of the sharded arrays
     ancestors = np.asarray(many.ancestors)
-    block = N // len(DEVICES)
+    block, dim = N // len(DEVICES), many.trajectories()["x_0"].shape[-1]
     # only the scalar leaves this pass, so only the engine's own constraints can split its loop
     hlo = jax.jit(lambda key: build(DEVICES).pure_run(key).log_evidence).lower(key).compile().as_text()
     report[name] = {
@@ -42,8 +49,8 @@ for name, build in methods.items():
         "states_devices": len(many._states.sharding.device_set),
         "weights_devices": len(many.log_weights.sharding.device_set),
         "moves_across_devices": int((ancestors // block != np.arange(N) // block).sum()),
-        # the chain's loop carries each device's block of states, (N / 4, 3), not all N
-        "loop_on_blocks": any(" while(" in line and f"f64[{block},3]" in line for line in hlo.splitlines()),
+        # the chain's loop carries each device's block of states, (N / 4, dim), not all N
+        "loop_on_blocks": any(" while(" in line and f"f64[{block},{dim}]" in line for line in hlo.splitlines()),
     }
 print(json.dumps(report))
 """
@@ -58,7 +65,7 @@ def report():
     return json.loads(done.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("method", ["bootstrap", "fk"])
+@pytest.mark.parametrize("method", ["bootstrap", "fk", "fk_ddpm"])
 def test_four_devices_give_the_one_device_pass(report, method):
     assert report["num_devices"] == 4
     runs = report[method]
@@ -69,7 +76,7 @@ def test_four_devices_give_the_one_device_pass(report, method):
     assert runs["num_resampling"] > 0, runs
 
 
-@pytest.mark.parametrize("method", ["bootstrap", "fk"])
+@pytest.mark.parametrize("method", ["bootstrap", "fk", "fk_ddpm"])
 def test_particles_live_on_four_devices_and_resampling_crosses_them(report, method):
     runs = report[method]
     assert runs["states_devices"] == 4 and runs["weights_devices"] == 4, runs
