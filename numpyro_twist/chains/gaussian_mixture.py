@@ -80,15 +80,18 @@ class GaussianMixture:
 
 
 class GaussianMixtureKernel(DenoisingKernel):
-    """A DDPM chain whose denoiser is the exact posterior mean of Gaussian-mixture data.
+    """A DDPM (or DDIM) chain whose denoiser is the exact posterior mean of Gaussian-mixture data.
 
     :param GaussianMixture mixture: the data distribution.
     :param int num_steps: number of inference steps.
     :param alphas_cumprod: the training schedule (default: diffusers' DDPM default, 1000 linear betas).
+    :param float eta: ``None`` for DDPM steps, or DDIM's noise scale (> 0).
+    :param bool set_alpha_to_one: DDIM's last step lands on ``alpha = 1`` (see :class:`DenoisingKernel`).
     """
 
-    def __init__(self, mixture, num_steps, alphas_cumprod=None):
-        super().__init__(num_steps, (mixture.means.shape[-1],), alphas_cumprod, dtype=mixture.means.dtype)
+    def __init__(self, mixture, num_steps, alphas_cumprod=None, eta=None, set_alpha_to_one=True):
+        super().__init__(num_steps, (mixture.means.shape[-1],), alphas_cumprod, dtype=mixture.means.dtype, eta=eta,
+                         set_alpha_to_one=set_alpha_to_one)
         self.mixture = mixture
 
     def denoise(self, alpha_prod, x):

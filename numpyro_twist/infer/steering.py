@@ -16,8 +16,8 @@ from .twisted_smc import TwistedSMC
 class ImportanceSampling(TwistedSMC):
     """Sequential importance sampling: the (optionally twisted) proposal, never resampling."""
 
-    def __init__(self, model, num_particles, twist=None, keep_paths=True):
-        super().__init__(model, num_particles, twist=twist, ess_threshold=0.0, keep_paths=keep_paths)
+    def __init__(self, model, num_particles, twist=None, keep_paths=True, devices=None):
+        super().__init__(model, num_particles, twist=twist, ess_threshold=0.0, keep_paths=keep_paths, devices=devices)
 
 
 class BestOfN(TwistedSMC):
@@ -27,8 +27,8 @@ class BestOfN(TwistedSMC):
     mass on the best particle.
     """
 
-    def __init__(self, model, num_particles, keep_paths=True):
-        super().__init__(model, num_particles, ess_threshold=0.0, keep_paths=keep_paths)
+    def __init__(self, model, num_particles, keep_paths=True, devices=None):
+        super().__init__(model, num_particles, ess_threshold=0.0, keep_paths=keep_paths, devices=devices)
 
     def run(self, rng_key, *args, **kwargs):
         result = super().run(rng_key, *args, **kwargs)
@@ -60,9 +60,9 @@ class FKSteering(_LookaheadSMC):
     """
 
     def __init__(self, model, num_particles, potential="diff", resampling="systematic", ess_threshold=1.0,
-                 resampling_steps=None, keep_paths=True):
+                 resampling_steps=None, keep_paths=True, devices=None):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
-                         resampling_steps=resampling_steps, keep_paths=keep_paths)
+                         resampling_steps=resampling_steps, keep_paths=keep_paths, devices=devices)
         self.potential = check_potential(potential)
         if potential == "sum":
             warnings.warn(
@@ -86,7 +86,7 @@ class TDS(_LookaheadSMC):
     lookahead_proposal = "gradient_at_state"
 
     def __init__(self, model, num_particles, resampling="systematic", ess_threshold=0.5, max_shift=1.0,
-                 keep_paths=True):
+                 keep_paths=True, devices=None):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
-                         max_shift=max_shift, keep_paths=keep_paths)
+                         max_shift=max_shift, keep_paths=keep_paths, devices=devices)
 

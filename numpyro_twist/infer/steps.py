@@ -15,6 +15,7 @@ from collections import namedtuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import distributions as dist
 
 from ..smc.weights import ess, log_mean_exp, weight_status
@@ -22,11 +23,13 @@ from ..twists.gaussian import bounded_shift
 
 PROPOSALS = ("gradient", "gradient_at_state", "bootstrap")
 
-SMCState = namedtuple("SMCState", ["x", "log_w", "log_psi", "grad_log_psi", "log_evidence"])
+SMCState = namedtuple("SMCState", ["x", "log_w", "log_psi", "grad_log_psi", "log_evidence", "denoised"])
 SMCState.__doc__ = """\
 The particles after a step: states ``x`` ``(N, ...)``, log-weights ``log_w`` since the last
 resampling, the twist ``log_psi`` at ``x``, its gradient (for the ``gradient_at_state`` proposal,
-else ``None``) and ``log_evidence``, the log-mean weights of the resampling epochs so far."""
+else ``None``), ``log_evidence``, the log-mean weights of the resampling epochs so far, and the
+kernel's denoiser output at ``x`` (``None`` for a chain without a kernel that shares it, see
+:func:`shares_denoiser`)."""
 
 StepInfo = namedtuple("StepInfo", ["x", "ess", "resampled", "ancestors", "weight_status", "transition"])
 StepInfo.__doc__ = """\
@@ -44,6 +47,19 @@ them (each of the states' shape; zeros where the step is not Gaussian), ``gaussi
 base transition is Gaussian (a deterministic or discrete step has no moments), and ``log_weights``,
 the particles' log-weights after the step's twist, before resampling. A pass stacks them over
 ``k = K, ..., 0``: what twist learning fits to (see ``LinearTwist.fit``)."""
+
+
+def shares_denoiser(kernel):
+    """Whether ``kernel`` exposes its denoiser call: ``denoise_step(k, x)``, and ``transition_from(k, x, denoised)``
+    and ``predict_x0_from(k, x, denoised)`` that take its output. Inference then calls the denoiser once per
+    step, at the new states, and hands its output to the look-ahead twist and to the next transition."""
+    return all(callable(getattr(kernel, name, None)) for name in ("denoise_step", "transition_from", "predict_x0_from"))
+
+
+def _is_clean(k):
+    """Whether ``k`` is the chain's last state, ``x_0``: no transition leaves it and it is its own look-ahead.
+    Only the last step, outside the scan, reaches it, with a Python integer."""
+    return isinstance(k, (int, np.integer)) and k == 0
 
 
 def _is_gaussian(law):
@@ -84,14 +100,28 @@ class SMCSteps:
     :param max_shift: bound of gradient proposals' shift, in base standard deviations (``None``: none).
     :param float twist_floor: see :func:`floor_zero_twist`. :param bool keep_paths: report each step's states.
     :param bool record_transitions: report each step's :data:`TransitionRecord`.
+    :param sharding: ``None`` (one device) or a :class:`~numpyro_twist.infer.sharding.ParticleSharding` that
+        splits every particle array of the state over its devices.
+    :param kernel: the chain's kernel, or ``None``. Where it shares its denoiser (:func:`shares_denoiser`), each
+        step calls the denoiser once: its output at the new states feeds the twist, when the twist looks ahead
+        through this kernel's ``predict_x0`` (a :class:`~numpyro_twist.twists.LookaheadTwist` over it), and,
+        gathered with the particles on resampling, the next step's transition.
     """
 
     def __init__(self, num_particles, twist, proposal, resampler, ess_threshold, resampling_mask, max_shift,
-                 twist_floor, keep_paths, record_transitions=False):
+                 twist_floor, keep_paths, record_transitions=False, sharding=None, kernel=None):
         self.num_particles, self.twist, self.proposal = num_particles, twist, proposal
         self.resampler, self.ess_threshold, self.resampling_mask = resampler, ess_threshold, resampling_mask
         self.max_shift, self.twist_floor, self.keep_paths = max_shift, twist_floor, keep_paths
         self.record_transitions = record_transitions
+        self.sharding = sharding
+        self.kernel = kernel if shares_denoiser(kernel) else None
+        self.lookahead_through_kernel = (self.kernel is not None and callable(getattr(twist, "log_reward", None))
+                                         and getattr(twist, "predict_x0", None) == self.kernel.predict_x0)
+
+    def _placed(self, tree):
+        """``tree``'s particle arrays split over the devices (unchanged on one device)."""
+        return tree if self.sharding is None else self.sharding.constrain(tree)
 
     def init(self, rng_key, law, k, dtype):
         """Draw the first state ``x_k`` (``k = K``) from ``law``, the law of one particle's state."""
@@ -101,12 +131,16 @@ class SMCSteps:
                 "particle's whole state: declare the state's dimensions with .to_event(...)"
             )
         n = self.num_particles
-        blank = SMCState(None, jnp.zeros(n, dtype), jnp.zeros(n, dtype), None, jnp.zeros((), dtype))
+        blank = SMCState(None, jnp.zeros(n, dtype), jnp.zeros(n, dtype), None, jnp.zeros((), dtype), None)
         return self._advance(rng_key, k, law.expand((n,)), blank, first=True)
 
     def step(self, rng_key, k, transition, state):
-        """Move the particles from ``x_k`` to ``x_{k-1}`` under ``transition(k, x)``."""
-        base = transition(k, state.x)
+        """Move the particles from ``x_k`` to ``x_{k-1}`` under ``transition(k, x)`` (from the carried denoiser
+        output, where the kernel shares it)."""
+        if state.denoised is None:
+            base = transition(k, state.x)
+        else:
+            base = self.kernel.transition_from(k, state.x, state.denoised)
         if not isinstance(base, dist.Distribution):
             raise TypeError(f"transition(k, x) returned a {type(base).__name__}, not a distribution: return the law "
                             "of the next state, e.g. dist.Normal(mean, scale).to_event(1)")
@@ -138,18 +172,30 @@ class SMCSteps:
         shift = bounded_shift(variance * grad, variance, self.max_shift)
         return dist.Normal(mean + shift, jnp.sqrt(variance)).to_event(len(base.event_shape))
 
+    def _look(self, k, x):
+        """The twist at ``x_k = x`` and the kernel's denoiser output there (each ``None`` where there is
+        none to compute), from one denoiser call."""
+        denoised = None if self.kernel is None or _is_clean(k) else self.kernel.denoise_step(k, x)
+        if self.twist is None:
+            return None, denoised
+        if self.lookahead_through_kernel and denoised is not None:
+            return self.twist.log_reward(self.kernel.predict_x0_from(k, x, denoised)), denoised
+        return self.twist.log_psi(k, x), denoised
+
     def _twist_at(self, k, x, previous):
+        """The twist at ``x_k = x`` floored and combined along the path, its gradient (``gradient_at_state``
+        proposals, else ``None``), and the kernel's denoiser output at ``x`` (or ``None``)."""
         if self.proposal == "gradient_at_state":
             def total(x):
-                log_psi = self.twist.log_psi(k, x)
-                return log_psi.sum(), log_psi
+                log_psi, denoised = self._look(k, x)
+                return log_psi.sum(), (log_psi, denoised)
 
-            (_, log_psi), grad = jax.value_and_grad(total, has_aux=True)(x)
+            (_, (log_psi, denoised)), grad = jax.value_and_grad(total, has_aux=True)(x)
             # a particle whose twist is not finite gives the proposal no direction
             finite = jnp.isfinite(log_psi).reshape((-1,) + (1,) * (x.ndim - 1))
             grad = jnp.where(finite & jnp.isfinite(grad), grad, 0.0)
         else:
-            log_psi, grad = self.twist.log_psi(k, x), None
+            (log_psi, denoised), grad = self._look(k, x), None
         if jnp.shape(log_psi) != (self.num_particles,):
             raise ValueError(
                 f"twist.log_psi(k, x) returned shape {jnp.shape(log_psi)} for {self.num_particles} particles: "
@@ -159,20 +205,21 @@ class SMCSteps:
         log_psi = floor_zero_twist(log_psi, self.twist_floor)
         if previous is not None and hasattr(self.twist, "combine"):
             log_psi = self.twist.combine(previous, log_psi)
-        return log_psi, grad
+        return log_psi, grad, denoised
 
     def _advance(self, rng_key, k, base, state, first):
         """Draw ``x_k`` from the proposal for ``base``, weight it, and resample if the ESS is low."""
         key_draw, key_resample = jax.random.split(rng_key)
         n = self.num_particles
         proposal = self._proposal(k, base, state.grad_log_psi)
-        x = proposal.sample(key_draw)
+        x = self._placed(proposal.sample(key_draw))
         log_w = state.log_w
         if proposal is not base:
             log_w = log_w + base.log_prob(x) - proposal.log_prob(x)
-        log_psi, grad = state.log_psi, None
-        if self.twist is not None:
-            log_psi, grad = self._twist_at(k, x, None if first else state.log_psi)
+        if self.twist is None:
+            log_psi, grad, denoised = state.log_psi, None, self._look(k, x)[1]
+        else:
+            log_psi, grad, denoised = self._twist_at(k, x, None if first else state.log_psi)
             log_w = log_w + log_psi - state.log_psi
         step_ess = ess(log_w)
         resampled = (step_ess < self.ess_threshold * n) & self.resampling_mask[k]
@@ -184,11 +231,11 @@ class SMCSteps:
         status = weight_status(log_w)
         log_evidence = state.log_evidence + jnp.where(resampled, log_mean_exp(log_w), 0.0)
         step_log_w, log_w = log_w, jnp.where(resampled, 0.0, log_w)
-        x, log_psi = x[ancestors], log_psi[ancestors]
-        grad = None if grad is None else grad[ancestors]
+        x, log_psi, grad, denoised = jax.tree.map(lambda v: v[ancestors], (x, log_psi, grad, denoised))
+        x, log_w, log_psi, grad, denoised = self._placed((x, log_w, log_psi, grad, denoised))
         record = _transition_record(x, base, proposal, step_log_w, ancestors) if self.record_transitions else None
         info = StepInfo(x if self.keep_paths else None, step_ess, resampled, ancestors, status, record)
-        return SMCState(x, log_w, log_psi, grad, log_evidence), info
+        return SMCState(x, log_w, log_psi, grad, log_evidence, denoised), info
 
     def run_chain(self, rng_key, init, transition, num_steps, dtype):
         """The whole chain: ``init`` at ``k = K``, a ``lax.scan`` over ``k = K..2``, and the last step

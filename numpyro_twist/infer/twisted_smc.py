@@ -22,6 +22,7 @@ from ..smc.pareto import KHAT_UNRELIABLE
 from ..smc.resampling import get_resampler
 from ..smc.weights import WEIGHTS_OK, weight_error, weight_status
 from .result import SMCResult
+from .sharding import ParticleSharding
 from .steps import PROPOSALS, SMCSteps
 from .structure import no_chain_error, per_particle_site_error, second_chain_error, site_log_prob
 
@@ -112,6 +113,10 @@ class TwistedSMC:
     :param bool keep_paths: keep every step's states (memory ``K * N * d``), for whole trajectories.
     :param bool record_transitions: keep each step's states, base and proposal moments and log-weights
         in ``result.transitions`` (what twist learning fits to; memory ``4 K * N * d``).
+    :param devices: ``None`` (the default device), or the devices to split the particles over: a sequence
+        (``jax.devices()``) or a 1-d ``jax.sharding.Mesh``. Each device runs its block of ``N / len(devices)``
+        particles (N must be a multiple of the device count); resampling draws from all particles, and the
+        results equal one device's for the same key. Several hosts: see :mod:`numpyro_twist.infer.sharding`.
 
     ``run(rng_key, *args, **kwargs)`` compiles one pass (chain, weighting, resampling and reward) with
     ``jax.jit`` once per argument shapes, runs it and checks it; :meth:`pure_run` is the same pass as a
@@ -121,7 +126,8 @@ class TwistedSMC:
     """
 
     def __init__(self, model, num_particles, twist=None, proposal=None, resampling="systematic", ess_threshold=0.5,
-                 resampling_steps=None, max_shift=None, twist_floor=1.0, keep_paths=True, record_transitions=False):
+                 resampling_steps=None, max_shift=None, twist_floor=1.0, keep_paths=True, record_transitions=False,
+                 devices=None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if proposal is not None and proposal not in PROPOSALS:
@@ -146,6 +152,7 @@ class TwistedSMC:
         self.resampling_steps = None if resampling_steps is None else set(resampling_steps)
         self.max_shift, self.twist_floor, self.keep_paths = max_shift, twist_floor, keep_paths
         self.record_transitions = record_transitions
+        self.sharding = None if devices is None else ParticleSharding(devices, self.num_particles)
         self._layout = None
         self._compiled_with_twist = jax.jit(self.pure_run_with_twist)
         self._compiled, self._compiled_twist = None, None
@@ -161,7 +168,8 @@ class TwistedSMC:
             raise ValueError(f"twist.proposal must be one of {PROPOSALS}, got {proposal!r}")
         allowed = [self.resampling_steps is None or k in self.resampling_steps for k in range(num_steps + 1)]
         return SMCSteps(self.num_particles, twist, proposal, self.resampler, self.ess_threshold, jnp.array(allowed),
-                        self.max_shift, self.twist_floor, self.keep_paths, self.record_transitions)
+                        self.max_shift, self.twist_floor, self.keep_paths, self.record_transitions, self.sharding,
+                        kernel)
 
     def pure_run(self, rng_key, *args, **kwargs):
         """One pass on ``model(*args, **kwargs)`` as a pure function of its arguments: an :data:`SMCOutput`."""
@@ -181,7 +189,11 @@ class TwistedSMC:
         log_w, log_evidence = engine.steps.finish(engine.state, engine.log_likelihood)
         infos = engine.infos
         states = infos.x if self.keep_paths else engine.state.x[None]
-        return SMCOutput(log_evidence, log_w, engine.log_reward, infos.ess, infos.resampled, infos.ancestors, states,
+        log_reward, ancestors = engine.log_reward, infos.ancestors
+        if self.sharding is not None:
+            log_w, log_reward = self.sharding.constrain((log_w, log_reward))
+            states, ancestors = self.sharding.constrain((states, ancestors), particle_axis=1)
+        return SMCOutput(log_evidence, log_w, log_reward, infos.ess, infos.resampled, ancestors, states,
                          engine.after_chain, infos.weight_status, weight_status(log_w), infos.transition)
 
     def run(self, rng_key, *args, **kwargs):

@@ -16,9 +16,10 @@ from ..chains.diffusers_kernel import DiffusersKernel
 DIGITS_DIR = Path(__file__).resolve().parents[2] / "pyro_twist" / "pretrained" / "digits"
 
 
-def digits_kernel(num_steps=50, dtype=jnp.float32):
-    """The shipped digits DDPM as a JAX kernel of ``num_steps`` inference steps."""
-    return DiffusersKernel.from_pretrained(DIGITS_DIR, num_steps, dtype=dtype)
+def digits_kernel(num_steps=50, scheduler="ddpm", eta=1.0, dtype=jnp.float32):
+    """The shipped digits DDPM as a JAX kernel of ``num_steps`` inference steps (``"ddpm"``, or ``"ddim"``
+    with noise scale ``eta > 0``)."""
+    return DiffusersKernel.from_pretrained(DIGITS_DIR, num_steps, scheduler=scheduler, eta=eta, dtype=dtype)
 
 
 __all__ = ["DIGITS_DIR", "digits_kernel"]
