@@ -3,7 +3,7 @@
 The parameters are a nested dict of arrays under diffusers' own names (``params["down_blocks"][1]
 ["attentions"][0]["to_q"]["weight"]``; numbered levels are lists), read from the model folder's
 safetensors without torch, in diffusers' shapes (convolution kernels ``OIHW``). Images are ``(N, C, H, W)``
-as in torch; inside, activations are ``NHWC`` (see ``_conv``). Every layer computes what its diffusers
+as in torch; inside, activations are ``NHWC`` (see :func:`conv2d`). Every layer computes what its diffusers
 counterpart does in eval mode (no dropout):
 
 * the sinusoidal time projection (``Timesteps``) and the ``TimestepEmbedding`` MLP;
@@ -111,11 +111,14 @@ def load_unet(folder, dtype=jnp.float32):
     return params, config
 
 
-def _linear(p, x):
+def linear(p, x):
+    """torch's ``nn.Linear`` on the last axis: ``p`` holds its ``weight`` ``(out, in)`` and ``bias``."""
     return jnp.matmul(x, p["weight"].T, precision=_HIGHEST) + p["bias"]
 
 
-def _conv(p, x, stride=1, padding=None):
+def conv2d(p, x, stride=1, padding=None):
+    """torch's ``nn.Conv2d`` on ``NHWC`` activations, with its ``OIHW`` ``weight`` and ``bias`` in ``p``;
+    ``padding`` defaults to half the kernel (the shape-keeping padding of odd kernels)."""
     # NHWC activations and HWIO kernels: XLA:CPU runs this layout's convolutions ~60x faster than NCHW/OIHW
     # inside a while loop (a lax.scan over steps), and as fast outside one.
     weight = p["weight"].transpose(2, 3, 1, 0)  # diffusers' OIHW to HWIO
@@ -138,10 +141,10 @@ def _group_norm(p, x, groups, eps):
 
 def _resnet(p, x, temb, config, output_scale_factor=1.0):
     groups, eps = config.norm_num_groups, config.norm_eps
-    h = _conv(p["conv1"], jax.nn.silu(_group_norm(p["norm1"], x, groups, eps)))
-    h = h + _linear(p["time_emb_proj"], jax.nn.silu(temb))[:, None, None, :]
-    h = _conv(p["conv2"], jax.nn.silu(_group_norm(p["norm2"], h, groups, eps)))
-    shortcut = _conv(p["conv_shortcut"], x) if "conv_shortcut" in p else x
+    h = conv2d(p["conv1"], jax.nn.silu(_group_norm(p["norm1"], x, groups, eps)))
+    h = h + linear(p["time_emb_proj"], jax.nn.silu(temb))[:, None, None, :]
+    h = conv2d(p["conv2"], jax.nn.silu(_group_norm(p["norm2"], h, groups, eps)))
+    shortcut = conv2d(p["conv_shortcut"], x) if "conv_shortcut" in p else x
     return (shortcut + h) / output_scale_factor
 
 
@@ -154,10 +157,10 @@ def _attention(p, x, config, output_scale_factor=1.0):
     def split(t):  # (N, L, C) -> (N, heads, L, head_dim)
         return t.reshape(n, -1, heads, c // heads).transpose(0, 2, 1, 3)
 
-    q, k, v = (split(_linear(p[name], tokens)) for name in ("to_q", "to_k", "to_v"))
+    q, k, v = (split(linear(p[name], tokens)) for name in ("to_q", "to_k", "to_v"))
     scores = jnp.einsum("nhld,nhmd->nhlm", q, k, precision=_HIGHEST) / math.sqrt(c // heads)
     out = jnp.einsum("nhlm,nhmd->nhld", jax.nn.softmax(scores, axis=-1), v, precision=_HIGHEST)
-    out = _linear(p["to_out"][0], out.transpose(0, 2, 1, 3).reshape(n, -1, c))
+    out = linear(p["to_out"][0], out.transpose(0, 2, 1, 3).reshape(n, -1, c))
     return (out.reshape(x.shape) + x) / output_scale_factor
 
 
@@ -183,9 +186,9 @@ def unet_apply(params, x, timesteps, config):
     t_emb = timestep_embedding(timesteps, config.block_out_channels[0], config.flip_sin_to_cos,
                                config.freq_shift).astype(dtype)
     te = params["time_embedding"]
-    temb = _linear(te["linear_2"], jax.nn.silu(_linear(te["linear_1"], t_emb)))
+    temb = linear(te["linear_2"], jax.nn.silu(linear(te["linear_1"], t_emb)))
 
-    h = _conv(params["conv_in"], x.transpose(0, 2, 3, 1))  # NHWC inside
+    h = conv2d(params["conv_in"], x.transpose(0, 2, 3, 1))  # NHWC inside
     skips = [h]
     last = len(config.block_out_channels) - 1
     for i, block in enumerate(params["down_blocks"]):
@@ -195,7 +198,7 @@ def unet_apply(params, x, timesteps, config):
                 h = _attention(block["attentions"][j], h, config)
             skips.append(h)
         if i < last:
-            h = _conv(block["downsamplers"][0]["conv"], h, stride=2, padding=config.downsample_padding)
+            h = conv2d(block["downsamplers"][0]["conv"], h, stride=2, padding=config.downsample_padding)
             skips.append(h)
 
     mid, scale = params["mid_block"], config.mid_block_scale_factor
@@ -212,8 +215,8 @@ def unet_apply(params, x, timesteps, config):
                 h = _attention(block["attentions"][j], h, config)
         if i < last:
             h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-            h = _conv(block["upsamplers"][0]["conv"], h)
+            h = conv2d(block["upsamplers"][0]["conv"], h)
 
     h = jax.nn.silu(_group_norm(params["conv_norm_out"], h, config.norm_num_groups, config.norm_eps))
-    return _conv(params["conv_out"], h).transpose(0, 3, 1, 2)
+    return conv2d(params["conv_out"], h).transpose(0, 3, 1, 2)
 
