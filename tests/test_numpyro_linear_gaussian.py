@@ -118,3 +118,19 @@ def test_evidence_with_an_error_bar_and_a_bayes_factor():
     assert abs(value - (exact[2.0] - exact[1.0])) < 4 * se + 0.01
     with pytest.raises(ValueError, match="at least 2"):
         estimate_evidence(FKSteering(lg_model(LG_KERNEL, REWARD), 8), jax.random.PRNGKey(0), num_runs=1)
+
+
+def test_evidence_from_passes_mapped_one_after_another_equals_estimate_evidence():
+    from numpyro_twist import estimate_evidence, evidence_from_passes
+
+    sampler = FKSteering(lg_model(LG_KERNEL, REWARD), 16, keep_paths=False)
+    expected = estimate_evidence(sampler, jax.random.PRNGKey(3), num_runs=6)
+    keys = jax.random.split(jax.random.PRNGKey(3), 6)  # the keys estimate_evidence splits
+    outputs = jax.jit(lambda keys: jax.lax.map(sampler.pure_run, keys))(keys)
+    evidence = evidence_from_passes(outputs)
+    assert np.allclose(evidence.runs, expected.runs, rtol=0, atol=1e-10)
+    assert np.allclose(evidence[:2], expected[:2], rtol=0, atol=1e-10)
+    assert np.allclose(evidence.run_se, expected.run_se, rtol=0, atol=1e-10)
+    assert outputs.states.shape == (6, 1, 16, LG_KERNEL.dim)  # the passes' final particles, for other estimates
+    with pytest.raises(ValueError, match=r"at least 2 passes stacked along the first axis.*shape \(\)"):
+        evidence_from_passes(sampler.pure_run(keys[0]))

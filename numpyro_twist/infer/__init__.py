@@ -1,4 +1,4 @@
-from .evidence import Evidence, estimate_evidence, log_bayes_factor
+from .evidence import Evidence, estimate_evidence, evidence_from_passes, log_bayes_factor
 from .recycling import recycle
 from .result import SMCResult
 from .steering import TDS, BestOfN, FKSteering, ImportanceSampling
@@ -8,4 +8,5 @@ from .twisted_smc import SMCOutput, TwistedSMC
 
 __all__ = ["BestOfN", "Evidence", "FKSteering", "ImportanceSampling", "IterationStats", "SMCOutput", "SMCResult",
            "SMCState", "SMCSteps", "StepInfo", "TDS", "TRITSMC", "TransitionRecord", "TwistedSMC",
-           "estimate_evidence", "learning_diagnosis", "log_bayes_factor", "recycle", "resampling_ess", "twist_score"]
+           "estimate_evidence", "evidence_from_passes", "learning_diagnosis", "log_bayes_factor", "recycle",
+           "resampling_ess", "twist_score"]

@@ -24,8 +24,17 @@ def estimate_evidence(sampler, rng_key, *args, num_runs=8, **kwargs):
     if int(num_runs) != num_runs or num_runs < 2:
         raise ValueError(f"num_runs must be an integer of at least 2 (the error bar needs a spread), got {num_runs!r}")
     keys = jax.random.split(rng_key, int(num_runs))
-    outputs = jax.jit(jax.vmap(lambda key: sampler.pure_run(key, *args, **kwargs)))(keys)
+    return evidence_from_passes(jax.jit(jax.vmap(lambda key: sampler.pure_run(key, *args, **kwargs)))(keys))
+
+
+def evidence_from_passes(outputs):
+    """An :class:`Evidence` from independent passes stacked along a leading axis: the
+    :data:`~numpyro_twist.infer.twisted_smc.SMCOutput` of ``pure_run`` mapped over keys by ``jax.vmap``
+    or ``jax.lax.map``, whose other outputs (the particles) then serve the same passes."""
     runs = np.asarray(outputs.log_evidence, dtype=np.float64)
+    if runs.ndim != 1 or len(runs) < 2:
+        raise ValueError(f"evidence_from_passes needs the outputs of at least 2 passes stacked along the first axis "
+                         f"(map pure_run over a batch of keys), got log_evidence of shape {runs.shape}")
     relative = np.exp(runs - runs.max())  # Z_hat / max Z_hat
     log_evidence = float(log_mean_exp(runs))
     se = float(relative.std(ddof=1) / (math.sqrt(len(runs)) * relative.mean()))
