@@ -15,15 +15,18 @@ import nbformat
 from nbclient import NotebookClient
 
 TUTORIALS = Path(__file__).resolve().parent
+ROOT = TUTORIALS.parent
 
 
 def execute(path, quick=False, timeout=3600):
-    """Run the notebook at ``path`` in a fresh ``python3`` kernel (from its own folder) and return it
-    with outputs; a failing cell raises ``nbclient.exceptions.CellExecutionError``."""
+    """Run the notebook at ``path`` in a fresh ``python3`` kernel (from its own folder, importing this
+    checkout's packages before any installed copy) and return it with outputs; a failing cell raises
+    ``nbclient.exceptions.CellExecutionError``."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(Path(path).parent)}})
-    client.execute(env={**os.environ, "PYRO_TWIST_QUICK": "1" if quick else "0"})
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    client.execute(env={**os.environ, "PYTHONPATH": python_path, "PYRO_TWIST_QUICK": "1" if quick else "0"})
     return notebook
 
 
