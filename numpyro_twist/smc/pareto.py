@@ -8,8 +8,10 @@ import math
 
 import numpy as np
 
-# Weights that agree to this many nats (rounding, or an exact twist) have no tail to fit.
-_FLAT_TAIL = 1e-6
+# Weights whose tail agrees to this many nats carry the estimate alike, whatever shape a fit would
+# read into their differences (rounding, an exact twist, a bounded reward near its bound, a last step
+# that moved the weights by a fraction of a percent): no tail. The fit itself is blind to the scale.
+_FLAT_TAIL = 1e-2
 # The fitted shape is shrunk toward 0.5 as if by this many prior observations (the paper's choice).
 _PRIOR_OBSERVATIONS = 10
 # Above this k-hat a few weights carry the estimate.
@@ -24,7 +26,7 @@ def tail_size(num_particles):
 def pareto_khat(log_w):
     """The Pareto shape ``k-hat`` of the largest weights ``exp(log_w)`` (one axis).
 
-    ``-inf`` where the largest weights are equal (no tail); NaN with fewer than 25 weights.
+    ``-inf`` where the largest weights agree within ``_FLAT_TAIL`` nats (no tail); NaN with fewer than 25 weights.
     """
     log_w = np.asarray(log_w, dtype=np.float64).reshape(-1)
     num_tail = tail_size(log_w.shape[0])

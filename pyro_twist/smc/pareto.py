@@ -8,8 +8,10 @@ import math
 
 import torch
 
-# Weights that agree to this many nats (rounding, or an exact twist) have no tail to fit.
-_FLAT_TAIL = 1e-6
+# Weights whose tail agrees to this many nats carry the estimate alike, whatever shape a fit would
+# read into their differences (rounding, an exact twist, a bounded reward near its bound, a last step
+# that moved the weights by a fraction of a percent): no tail. The fit itself is blind to the scale.
+_FLAT_TAIL = 1e-2
 # The fitted shape is shrunk toward 0.5 as if by this many prior observations (the paper's choice).
 _PRIOR_OBSERVATIONS = 10
 
@@ -22,7 +24,7 @@ def tail_size(num_particles):
 def pareto_khat(log_w):
     """The Pareto shape ``k-hat`` of the largest weights ``exp(log_w)`` (one dimension).
 
-    ``-inf`` where the largest weights are equal (no tail); NaN with fewer than 25 weights (a
+    ``-inf`` where the largest weights agree within ``_FLAT_TAIL`` nats (no tail); NaN with fewer than 25 weights (a
     tail of fewer than 5 is too short to fit).
     """
     log_w = log_w.detach().reshape(-1).to("cpu", torch.float64)
