@@ -8,7 +8,8 @@ import pytest
 
 from numpyro_twist import (TRITSMC, GaussianMixture, GaussianMixtureKernel, NeuralTwist, TwistedSMC,
                            diffusion_chain)
-from numpyro_twist.twists.neural import _fit
+from numpyro_twist.infer.steps import TransitionRecord
+from numpyro_twist.twists.neural import _fit, _per_path_loss
 
 from .numpyro_common import LG_KERNEL, NUM_STEPS, REWARD, lg_model
 
@@ -85,9 +86,39 @@ def test_uniform_weights_leave_the_twist_unchanged():
         return max(float(jnp.abs(new - old).max()) for new, old in
                    zip(jax.tree_util.tree_leaves(fitted.layers), jax.tree_util.tree_leaves(twist.layers)))
 
+    def loss_gradient(log_weights):
+        def loss(layers):
+            W = jax.nn.softmax(log_weights)
+            return _per_path_loss(layers, twist, result.transitions, W, result.log_reward).sum()
+
+        return max(float(jnp.abs(leaf).max()) for leaf in jax.tree_util.tree_leaves(jax.grad(loss)(twist.layers)))
+
+    # the objective itself is flat there, not only the held-out choice of the fit
+    print(f"largest loss gradient: uniform weights {loss_gradient(jnp.zeros(128)):.2e}, "
+          f"path weights {loss_gradient(result.log_weights):.2e}")
+    assert loss_gradient(jnp.zeros(128)) < 1e-10
+    assert loss_gradient(result.log_weights) > 1e-4  # measured: 3.8e-3
     uniform = twist.fit(result.transitions, jnp.zeros(128), result.log_reward)
     weighted = twist.fit(result.transitions, result.log_weights, result.log_reward)
     print(f"largest parameter change: uniform weights {moved(uniform):.2e}, path weights {moved(weighted):.2e}")
     assert moved(uniform) < 1e-8
     assert moved(weighted) > 1e-3  # measured: 0.03 (uniform weights: 0)
     assert not jnp.array_equal(uniform.rng_key, twist.rng_key)  # the next fit holds out other paths
+
+
+def test_fit_names_what_it_cannot_fit():
+    twist = NeuralTwist(4, (2,), jax.random.PRNGKey(0))
+    zeros = jnp.zeros((5, 8, 2))
+
+    def records(gaussian, value=zeros):
+        return TransitionRecord(value, value, value, value, jnp.array(gaussian), jnp.zeros((5, 8)))
+
+    uniform, reward = jnp.zeros(8), jnp.zeros(8)
+    with pytest.raises(ValueError, match="no Gaussian transition"):
+        twist.fit(records([False] * 5), uniform, reward)
+    with pytest.raises(ValueError, match="deterministic steps only at k = 0.*at k = \\[2\\]"):
+        twist.fit(records([True, True, False, True, False]), uniform, reward)
+    with pytest.raises(ValueError, match="5 steps of shape \\(2,\\), the records 5 of shape \\(3,\\)"):
+        twist.fit(records([True] * 5, jnp.zeros((5, 8, 3))), uniform, reward)
+    with pytest.raises(ValueError, match="built for states of shape \\(2,\\)"):
+        twist.log_psi(0, jnp.zeros((8, 3)))

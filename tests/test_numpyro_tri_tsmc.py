@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import numpyro.distributions as dist
 import pytest
 import torch
 
@@ -158,6 +159,14 @@ def test_default_family_beyond_linear_gaussian_kernels(strong_problem):
     # the same chain written as a markov_chain has no kernel to tell it is linear-Gaussian
     twist = default_twist(TRITSMC(markov_model).learner, key, (), {})
     assert isinstance(twist, NeuralTwist) and twist.num_steps == NUM_STEPS and twist.event_shape == (DIM,)
+
+    def discrete_model():
+        z = markov_chain("z", dist.Categorical(probs=jnp.array([0.5, 0.5])),
+                         lambda k, z: dist.Categorical(probs=jnp.array([[0.9, 0.1], [0.2, 0.8]])[z]), 5)
+        numpyro.factor("reward", 1.0 * z)
+
+    with pytest.raises(NotImplementedError, match="states of dtype int64.*Pass TRITSMC a twist of your own"):
+        default_twist(TRITSMC(discrete_model).learner, key, (), {})
 
 
 def test_bad_arguments(strong_problem):
