@@ -4,10 +4,11 @@ from .chains import (DenoisingKernel, DiffusersKernel, GaussianMixture, Gaussian
                      diffusion_chain, markov_chain)
 from .infer import (TDS, TRITSMC, BestOfN, Evidence, FKSteering, ImportanceSampling, SMCResult, TwistedSMC,
                     estimate_evidence, evidence_from_passes, log_bayes_factor, recycle)
-from .twists import LinearTwist, LookaheadTwist
+from .twists import LinearTwist, LookaheadTwist, NeuralTwist
 
 __version__ = "0.1.0"
 __all__ = ["TDS", "BestOfN", "DenoisingKernel", "DiffusersKernel", "Evidence", "FKSteering", "GaussianMixture",
            "GaussianMixtureKernel", "ImportanceSampling", "LinearGaussianKernel", "LinearTwist", "LookaheadTwist",
-           "SMCResult", "TRITSMC", "TwistedSMC", "diffusion_chain", "estimate_evidence", "evidence_from_passes",
+           "NeuralTwist", "SMCResult", "TRITSMC", "TwistedSMC", "diffusion_chain", "estimate_evidence",
+           "evidence_from_passes",
            "log_bayes_factor", "markov_chain", "recycle"]

@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import numpyro.distributions as dist
 import pytest
 import torch
 
-from numpyro_twist import TRITSMC, LinearTwist, TwistedSMC, markov_chain
-from numpyro_twist.infer.tri_tsmc import Candidate, IterationStats, learning_diagnosis
+from numpyro_twist import TRITSMC, LinearTwist, NeuralTwist, TwistedSMC, markov_chain
+from numpyro_twist.infer.tri_tsmc import Candidate, IterationStats, default_twist, learning_diagnosis
 from numpyro_twist.chains import random_linear_gaussian
 from pyro_twist.smc.trust_region import trust_region_step as torch_trust_region_step
 from numpyro_twist.smc.trust_region import trust_region_step
@@ -146,15 +147,26 @@ def test_the_guard_keeps_the_start_when_fits_are_worse(strong_problem):
     assert abs(float(result.log_evidence) - log_z) < 1e-9
 
 
-def test_only_log_linear_twists_are_learned_so_far(strong_problem):
-    kernel, a, _, _ = strong_problem
+def test_default_family_beyond_linear_gaussian_kernels(strong_problem):
+    kernel, a, model, _ = strong_problem
 
     def markov_model():
         x0 = markov_chain("x", kernel.prior(), kernel.transition, kernel.num_steps)
         numpyro.factor("reward", x0 @ a)
 
-    with pytest.raises(NotImplementedError, match="learns log-linear twists only so far.*Pass TRITSMC a twist"):
-        TRITSMC(markov_model, num_particles=8, progress_bar=False).run(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(0)
+    assert isinstance(default_twist(TRITSMC(model).learner, key, (), {}), LinearTwist)
+    # the same chain written as a markov_chain has no kernel to tell it is linear-Gaussian
+    twist = default_twist(TRITSMC(markov_model).learner, key, (), {})
+    assert isinstance(twist, NeuralTwist) and twist.num_steps == NUM_STEPS and twist.event_shape == (DIM,)
+
+    def discrete_model():
+        z = markov_chain("z", dist.Categorical(probs=jnp.array([0.5, 0.5])),
+                         lambda k, z: dist.Categorical(probs=jnp.array([[0.9, 0.1], [0.2, 0.8]])[z]), 5)
+        numpyro.factor("reward", 1.0 * z)
+
+    with pytest.raises(NotImplementedError, match="states of dtype int64.*Pass TRITSMC a twist of your own"):
+        default_twist(TRITSMC(discrete_model).learner, key, (), {})
 
 
 def test_bad_arguments(strong_problem):

@@ -6,7 +6,7 @@ log-weights for ``tau``, tempers the weights to ``R^tau`` (the escort law ``Q_j^
 the closest law to the target within ``KL <= kl_budget`` of ``Q_j``), and projects it back on the
 twist family by weighted maximum likelihood of the paths. The answer is a twisted SMC run with the
 learned twist. As ``pyro_twist.infer.tri_tsmc``; each pass is one compiled ``lax.scan``, and a twist
-that is a pytree of arrays (``LinearTwist``) is its argument, so the learning passes compile once.
+that is a pytree of arrays (``LinearTwist``, ``NeuralTwist``) is its argument, so the learning passes compile once.
 """
 import math
 import time
@@ -23,6 +23,7 @@ from ..chains.linear_gaussian import LinearGaussianKernel
 from ..smc.trust_region import trust_region_step
 from ..smc.weights import log_evidence_se
 from ..twists.linear import LinearTwist
+from ..twists.neural import NeuralTwist
 from .recycling import recycle
 from .twisted_smc import TwistedSMC
 
@@ -95,23 +96,22 @@ def twist_score(log_evidence, ess, num_particles):
 
 
 def default_twist(sampler, rng_key, args, kwargs):
-    """The twist family for the model's chain, found by tracing one pass (nothing is compiled or run):
-    a per-step log-linear twist at zero (the base chain) for a :class:`LinearGaussianKernel`, whose
-    optimal twist is log-linear and fit in closed form. No other family is built in yet."""
+    """The twist family for the model's chain, found by tracing one pass (nothing is compiled or run),
+    at the base chain: a per-step log-linear twist for a :class:`LinearGaussianKernel`, whose optimal
+    twist is log-linear and fit in closed form, and a :class:`NeuralTwist` (its weights drawn from
+    ``rng_key``) for any other chain of real-valued states."""
     output = jax.eval_shape(sampler.pure_run_with_twist, None, rng_key, *args, **kwargs)
     layout = sampler._layout
-    if not issubclass(layout.kernel_type, LinearGaussianKernel):
-        chain = f"{layout.name!r}, built on {layout.kernel_type.__name__}"
-        if layout.kernel_type is type(None):
-            chain = f"{layout.name!r} (a markov_chain, no kernel)"
-        raise NotImplementedError(
-            f"numpyro_twist learns log-linear twists only so far, the default family of a diffusion_chain over a "
-            f"LinearGaussianKernel, and the chain is {chain}. Pass TRITSMC a twist of your own with log_psi(k, x) "
-            "and fit(transitions, log_weights, log_reward) returning the fitted twist (a pytree of arrays, so "
-            "that the learning passes compile once), or steer the chain with TwistedSMC or FKSteering"
-        )
     states = output.transitions.value  # (K + 1, N) + event shape
-    return LinearTwist.zeros(layout.num_steps, states.shape[2:], states.dtype, smoothing=2.0)
+    if issubclass(layout.kernel_type, LinearGaussianKernel):
+        return LinearTwist.zeros(layout.num_steps, states.shape[2:], states.dtype, smoothing=2.0)
+    if not jnp.issubdtype(states.dtype, jnp.floating):
+        raise NotImplementedError(
+            f"the chain {layout.name!r} has states of dtype {states.dtype}: numpyro_twist's twist families steer "
+            "Gaussian transitions of real-valued states. Pass TRITSMC a twist of your own with log_psi(k, x) and "
+            "fit(transitions, log_weights, log_reward) returning the fitted twist, or steer the chain with FKSteering"
+        )
+    return NeuralTwist(layout.num_steps, states.shape[2:], rng_key, dtype=states.dtype)
 
 
 class TRITSMC:
