@@ -9,7 +9,8 @@ import pytest
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = ["01_steering_a_mixture.ipynb", "02_steering_digits.ipynb",
-             "03_diffusion_prior_in_a_bayesian_model.ipynb", "04_numpyro_steering.ipynb"]
+             "03_diffusion_prior_in_a_bayesian_model.ipynb", "04_numpyro_steering.ipynb",
+             "05_noise_level_by_pmmh.ipynb"]
 MAX_SAVED_BYTES = 500_000
 
 
@@ -48,7 +49,7 @@ def test_saved_tutorial_holds_a_full_run(name):
 def test_tutorial_runs_in_quick_mode_and_its_checks_pass(name, tmp_path):
     copy = tmp_path / name  # the saved notebook keeps its full-run outputs
     shutil.copy(TUTORIALS / name, copy)
-    notebook = _builder().execute(copy, quick=True, timeout=300)  # any failing cell, a failed assert included, raises
+    notebook = _builder().execute(copy, quick=True, timeout=600)  # any failing cell, a failed assert included, raises
     checks = _check_cells(notebook)
     assert checks and all("assert " in cell.source for cell in checks), f"{name}: tag a cell of asserts 'checks'"
     assert "checks passed" in _printed(checks)

@@ -131,6 +131,23 @@ class DenoisingKernel:
             return x
         return self._clip(self._predict(self.timestep(k), x))
 
+    def denoising_mse(self, images, generator=None):
+        """The denoiser's mean squared error per element at every step, ``(num_steps + 1, *event_shape)``:
+        row ``k`` averages ``(predict_x0(k, x_k) - x_0)^2`` over ``images`` (``x_0``, a leading batch
+        dimension) noised to ``x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) eps``; row 0 is zero. Where the denoiser
+        is the posterior mean ``E[x_0 | x_k]``, this is the average variance of ``x_0`` given ``x_k``: the
+        look-ahead's uncertainty, ``TDS(..., x0_variance=lambda k: mse[k])``."""
+        images = torch.as_tensor(images, dtype=self.dtype, device=self.device)
+        if tuple(images.shape[1:]) != self.event_shape:
+            raise ValueError(f"images must have shape (M, *{self.event_shape}), got {tuple(images.shape)}")
+        rows = [torch.zeros(self.event_shape, dtype=self.dtype, device=self.device)]
+        with torch.no_grad():
+            for k in range(1, self.num_steps + 1):
+                a = self._alpha_prod(self.timestep(k))
+                noise = torch.randn(images.shape, generator=generator, dtype=self.dtype, device=self.device)
+                rows.append((self.predict_x0(k, a**0.5 * images + (1 - a) ** 0.5 * noise) - images).square().mean(0))
+        return torch.stack(rows)
+
     def transition(self, k, x):
         t, t_prev = self.timestep(k), self._previous_timesteps[self.num_steps - k]
         x0_raw = self._predict(t, x)

@@ -71,6 +71,10 @@ class LinearGaussianKernel:
         """``E[x_0 | x_k = x]``, exact."""
         return x @ self._M[k].T + self._m[k]
 
+    def x0_variance(self, k):
+        """The diagonal of ``Cov(x_0 | x_k)``, exact; zero at ``k = 0``."""
+        return torch.diagonal(self._V[k])
+
     def marginal(self):
         """Mean and covariance of ``x_0`` under the chain."""
         M, m, V = self._M[-1], self._m[-1], self._V[-1]

@@ -43,11 +43,13 @@ class _LookaheadSMC(TwistedSMC):
     """Twisted SMC whose twist is the model's reward at the kernel's ``predict_x0``."""
 
     potential = "diff"
+    x0_variance = None
 
     def _twist_for_run(self, structure, args, kwargs):
         predict_x0, reward, batch_size = lookahead_parts(structure, self.model, args, kwargs, type(self).__name__)
         # proposal: this sampler's own
-        return LookaheadTwist(predict_x0, reward, potential=self.potential, batch_size=batch_size)
+        return LookaheadTwist(predict_x0, reward, potential=self.potential, batch_size=batch_size,
+                              x0_variance=self.x0_variance)
 
 
 class FKSteering(_LookaheadSMC):
@@ -60,13 +62,15 @@ class FKSteering(_LookaheadSMC):
     :param resampling_steps: the steps ``k`` at which to resample (default: every step).
     :param float ess_threshold: resample at those steps when ESS < ``ess_threshold * N``
         (default 1: always).
+    :param x0_variance: as in :class:`TDS`: the look-ahead's likelihood at an uncertain ``x_0``.
     """
 
     def __init__(self, model, num_particles, potential="diff", resampling="systematic", ess_threshold=1.0,
-                 resampling_steps=None, progress_bar=True):
+                 resampling_steps=None, progress_bar=True, x0_variance=None):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
                          resampling_steps=resampling_steps, progress_bar=progress_bar)
         self.potential = check_potential(potential)
+        self.x0_variance = x0_variance
         if potential == "sum":
             warnings.warn(
                 "FKSteering(potential='sum') tilts the particles by the running sum of look-ahead rewards, about "
@@ -88,9 +92,17 @@ class TDS(_LookaheadSMC):
         reward through the denoiser can be far larger than a step can follow, and unbounded it throws
         states off the data, step after step (as practical TDS implementations do, it is clipped);
         the weights stay exact either way.
+    :param x0_variance: ``None``, or ``x0_variance(k)``: the variance of ``x_0`` given ``x_k`` (a number, or a
+        tensor of the state's shape; zero at ``k = 0``), e.g. ``kernel.x0_variance(k, data_variance)`` of a
+        denoising kernel. The look-ahead then scores each observed site after the chain, which must be a
+        Normal observing ``x_0`` elementwise, with that variance added to its own:
+        ``log psi_k = log N(y; x0_hat_k(x_k), sd^2 + x0_variance(k))``, the likelihood integrated over a
+        Gaussian ``x_0`` around the denoiser's estimate. At the estimate alone (``None``), a sharp likelihood
+        makes the twist at high noise far more confident than the estimate is, and ``Z_hat`` noisy.
     """
 
     def __init__(self, model, num_particles, resampling="systematic", ess_threshold=0.5, progress_bar=True,
-                 max_shift=1.0):
+                 max_shift=1.0, x0_variance=None):
         super().__init__(model, num_particles, resampling=resampling, ess_threshold=ess_threshold,
                          progress_bar=progress_bar, proposal="gradient_at_state", max_shift=max_shift)
+        self.x0_variance = x0_variance

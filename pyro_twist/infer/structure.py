@@ -41,8 +41,9 @@ def invalid_factor_error(error):
         frame = tb.tb_frame
         if frame.f_code.co_name == "factor" and frame.f_globals.get("__name__") == "pyro.primitives":
             name, log_factor = frame.f_locals.get("name"), frame.f_locals.get("log_factor")
-            if isinstance(log_factor, torch.Tensor):
-                bad, total = int(torch.isnan(log_factor).sum()), log_factor.numel()
+            bad = int(torch.isnan(log_factor).sum()) if isinstance(log_factor, torch.Tensor) else 0
+            if bad:  # else the error came from a handler of the site, with its own message
+                total = log_factor.numel()
                 return ValueError(
                     f"pyro.factor site {name!r} is NaN for {bad} of {total} particles. A reward must be a number "
                     "for every particle, or -inf for a state it rules out: check where the particles' states "

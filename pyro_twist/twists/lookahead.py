@@ -27,15 +27,21 @@ class LookaheadTwist:
     :param int batch_size: the most rows whose ``log psi`` inference differentiates at once
         (``None``: all): each row's value depends on that row alone, so chunks bound the memory
         of the backward pass through the denoiser without changing the result.
+    :param x0_variance: ``None``, or ``x0_variance(k)``: the variance of ``x_0`` given ``x_k`` (a number,
+        or a tensor of the state's shape), passed on as ``log_reward(x0, x0_variance(k))``.
     """
 
-    def __init__(self, predict_x0, log_reward, potential="diff", proposal="bootstrap", batch_size=None):
+    def __init__(self, predict_x0, log_reward, potential="diff", proposal="bootstrap", batch_size=None,
+                 x0_variance=None):
         self.predict_x0, self.log_reward = predict_x0, log_reward
         self.potential, self.proposal = check_potential(potential), proposal
         self.batch_size = batch_size
+        self.x0_variance = x0_variance
 
     def log_psi(self, k, x):
-        return self.log_reward(self.predict_x0(k, x))
+        if self.x0_variance is None:
+            return self.log_reward(self.predict_x0(k, x))
+        return self.log_reward(self.predict_x0(k, x), self.x0_variance(k))
 
     def combine(self, previous, log_psi):
         """The path's potential from its previous one and the look-ahead at the new state."""
