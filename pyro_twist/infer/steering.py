@@ -93,8 +93,9 @@ class TDS(_LookaheadSMC):
         states off the data, step after step (as practical TDS implementations do, it is clipped);
         the weights stay exact either way.
     :param x0_variance: ``None``, or ``x0_variance(k)``: the variance of ``x_0`` given ``x_k`` (a number, or a
-        tensor of the state's shape; zero at ``k = 0``), e.g. ``kernel.x0_variance(k, data_variance)`` of a
-        denoising kernel. The look-ahead then scores each observed site after the chain, which must be a
+        tensor of the state's shape; zero at ``k = 0``): ``lambda k: mse[k]`` with ``mse =
+        kernel.denoising_mse(images)`` for a denoising kernel, or a linear-Gaussian kernel's exact
+        ``kernel.x0_variance``. The look-ahead then scores each observed site after the chain, which must be a
         Normal observing ``x_0`` elementwise, with that variance added to its own:
         ``log psi_k = log N(y; x0_hat_k(x_k), sd^2 + x0_variance(k))``, the likelihood integrated over a
         Gaussian ``x_0`` around the denoiser's estimate. At the estimate alone (``None``), a sharp likelihood
