@@ -1,4 +1,4 @@
-"""ArviZ conversion: SMC results as ``xarray.DataTree`` (arviz-base), with the groups, dimensions and
+"""ArviZ conversion: SMC results and PMMH runs as ``xarray.DataTree`` (arviz-base), with the groups, dimensions and
 names of ``pyro_twist.arviz`` (both are built by :mod:`twist_arviz`), so that ArviZ's summaries,
 diagnostics and plots work on them. Needs ``pip install arviz-base`` (``arviz-stats`` for
 ``summary``, ``ess``, ``rhat``)."""
@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from twist_arviz import smc_data_tree
+from twist_arviz import mcmc_data_tree, smc_data_tree
 
 
 def from_smc(results, sites=None, num_draws=None, rng_key=None):
@@ -29,3 +29,13 @@ def from_smc(results, sites=None, num_draws=None, rng_key=None):
         return result.draw_indices(num, None if rng_key is None else jax.random.fold_in(rng_key, run))
 
     return smc_data_tree(results, sys.modules[__package__], draw, np.asarray, sites=sites, num_draws=num_draws)
+
+
+def from_mcmc(mcmc):
+    """A ``numpyro.infer.MCMC`` run (a :class:`~numpyro_twist.infer.pmmh.PMMH` kernel's, or any other) as a
+    DataTree: ``posterior`` by chain and draw and, for a PMMH run with ``extra_fields=("log_evidence",)``,
+    ``sample_stats`` with each draw's ``log_marginal_likelihood`` (the SMC estimate its state was
+    accepted with)."""
+    samples = {site: np.asarray(value) for site, value in mcmc.get_samples(group_by_chain=True).items()}
+    log_evidence = mcmc.get_extra_fields(group_by_chain=True).get("log_evidence")
+    return mcmc_data_tree(samples, sys.modules[__package__], log_evidence)
