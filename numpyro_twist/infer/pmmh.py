@@ -101,8 +101,8 @@ class PMMH(MCMCKernel):
             raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
         smc = TwistedSMC(model, 256) if smc is None else smc
         if not callable(getattr(smc, "pure_run", None)) or getattr(smc, "model", None) is not model:
-            raise ValueError("smc must be a sampler of this package built on the same model, e.g. "
-                             "PMMH(model, smc=TwistedSMC(model, 64))")
+            raise ValueError("smc must be a one-pass sampler with pure_run (TwistedSMC, FKSteering, TDS, ...) built "
+                             "on the same model, e.g. PMMH(model, smc=TwistedSMC(model, 64))")
         self.model = model
         self.sampler = copy.copy(smc)
         self.sampler.model = self._conditioned
