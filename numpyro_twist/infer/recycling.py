@@ -60,6 +60,9 @@ def recycle(results):
         weight_status=jnp.full(num_sites, WEIGHTS_OK),
         final_weight_status=WEIGHTS_OK,
         transitions=None,
+        reward_log_probs={site: jnp.concatenate([result.reward_log_probs[site] for result in results])
+                          for site in results[0].reward_log_probs},
+        observed=results[0].observed,
     )
     return SMCResult(output, results[0].chain_name, num_sites - 1, results[-1]._rng_key,
                      log_evidence_se=math.sqrt(float(((share * run_se) ** 2).sum())))

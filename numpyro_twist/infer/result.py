@@ -15,7 +15,8 @@ class SMCResult:
     sample size after weighting at each chain step (``k = num_steps, ..., 0``); ``ess_final``: after
     the reward. ``resampled``: whether each step resampled; ``ancestors``: each step's ancestor
     indices (the identity where it did not resample), the genealogy. ``log_reward``: each final
-    particle's reward (the factor and observed sites after the chain). ``transitions``: the steps'
+    particle's reward (the factor and observed sites after the chain), and ``reward_log_probs`` the same
+    site by site; ``observed``: the observed sites' data. ``transitions``: the steps'
     :data:`~numpyro_twist.infer.steps.TransitionRecord` stacked over ``k = K, ..., 0``, for a sampler
     with ``record_transitions`` (else ``None``). ``log_evidence_se``: the standard error of
     ``log_evidence`` where the sampler knows better than the ESS of the epochs (a pool of runs).
@@ -29,6 +30,8 @@ class SMCResult:
         self.resampled = output.resampled
         self.ancestors = output.ancestors
         self.transitions = output.transitions
+        self.reward_log_probs = output.reward_log_probs
+        self.observed = output.observed
         self.chain_name = chain_name
         self.chain_sites = [f"{chain_name}_{k}" for k in range(num_steps, -1, -1)]
         self._log_evidence_se = log_evidence_se
@@ -61,11 +64,15 @@ class SMCResult:
         paths.update({site: np.asarray(value) for site, value in self._after_chain.items()})
         return paths
 
-    def get_samples(self, num_samples=None, rng_key=None):
-        """Equally weighted samples: ``num_samples`` (default N) draws of the final particles by weight,
-        with ``rng_key`` (default: one derived from the run's key, so the same result gives the same draws)."""
+    def draw_indices(self, num_samples=None, rng_key=None):
+        """The indices of ``num_samples`` (default N) final particles drawn by weight, with ``rng_key``
+        (default: one derived from the run's key, so the same result gives the same draws)."""
         key = jax.random.fold_in(self._rng_key, 1) if rng_key is None else rng_key
-        index = np.asarray(jax.random.categorical(key, self.log_weights, shape=(num_samples or self.num_particles,)))
+        return np.asarray(jax.random.categorical(key, self.log_weights, shape=(num_samples or self.num_particles,)))
+
+    def get_samples(self, num_samples=None, rng_key=None):
+        """Equally weighted samples: the particles at :meth:`draw_indices`."""
+        index = self.draw_indices(num_samples, rng_key)
         return {site: value[index] for site, value in self.trajectories().items()}
 
     @property

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.primitives import Messenger
 
@@ -27,13 +28,15 @@ from .steps import PROPOSALS, SMCSteps
 from .structure import no_chain_error, per_particle_site_error, second_chain_error, site_log_prob
 
 SMCOutput = namedtuple("SMCOutput", ["log_evidence", "log_weights", "log_reward", "ess", "resampled", "ancestors",
-                                     "states", "after_chain", "weight_status", "final_weight_status", "transitions"])
+                                     "states", "after_chain", "weight_status", "final_weight_status", "transitions",
+                                     "reward_log_probs", "observed"])
 SMCOutput.__doc__ = """\
 Everything one pass returns, as arrays (``vmap`` stacks them over passes). Per-step arrays run over
 ``k = K, ..., 0``; ``states`` holds each step's states after resampling, ``(K + 1, N, ...)`` (the last
 only, ``(1, N, ...)``, without ``keep_paths``); ``after_chain`` the latent sites after the chain;
 ``transitions`` the steps' :data:`~numpyro_twist.infer.steps.TransitionRecord` stacked over steps
-(``None`` without ``record_transitions``)."""
+(``None`` without ``record_transitions``); ``reward_log_probs`` each factor and observed site after the chain:
+its log-density ``(N,)``; ``observed`` the observed sites' data."""
 
 ChainLayout = namedtuple("ChainLayout", ["name", "num_steps", "num_reward_sites", "kernel_type"])
 
@@ -51,6 +54,8 @@ class _ChainEngine(Messenger):
         self.log_reward = jnp.zeros(n)
         self.num_reward_sites = 0
         self.after_chain = {}
+        self.reward_log_probs = {}
+        self.observed = {}
         self.sites_before = []  # refused when a chain follows them; without a chain the error says so
 
     def process_message(self, msg):
@@ -78,6 +83,9 @@ class _ChainEngine(Messenger):
             if self.layout is not None:
                 self.num_reward_sites += 1
                 self.log_reward = self.log_reward + log_prob
+                self.reward_log_probs[msg["name"]] = log_prob
+                if not isinstance(msg["fn"], dist.Unit):  # numpyro.factor sites have no data
+                    self.observed[msg["name"]] = msg["value"]
         elif self.layout is not None:
             self.after_chain[msg["name"]] = msg["value"]
 
@@ -189,12 +197,13 @@ class TwistedSMC:
         log_w, log_evidence = engine.steps.finish(engine.state, engine.log_likelihood)
         infos = engine.infos
         states = infos.x if self.keep_paths else engine.state.x[None]
-        log_reward, ancestors = engine.log_reward, infos.ancestors
+        log_reward, reward_log_probs, ancestors = engine.log_reward, engine.reward_log_probs, infos.ancestors
         if self.sharding is not None:
-            log_w, log_reward = self.sharding.constrain((log_w, log_reward))
+            log_w, log_reward, reward_log_probs = self.sharding.constrain((log_w, log_reward, reward_log_probs))
             states, ancestors = self.sharding.constrain((states, ancestors), particle_axis=1)
         return SMCOutput(log_evidence, log_w, log_reward, infos.ess, infos.resampled, ancestors, states,
-                         engine.after_chain, infos.weight_status, weight_status(log_w), infos.transition)
+                         engine.after_chain, infos.weight_status, weight_status(log_w), infos.transition,
+                         reward_log_probs, engine.observed)
 
     def run(self, rng_key, *args, **kwargs):
         """Run the sampler on ``model(*args, **kwargs)``; returns an :class:`SMCResult`. Warns when the
