@@ -1,5 +1,5 @@
 """ArviZ conversion: SMC results and PMMH runs as ``xarray.DataTree`` (arviz-base), with the groups, dimensions and
-names of ``pyro_twist.arviz`` (both are built by :mod:`twist_arviz`), so that ArviZ's summaries,
+names of ``pyro_twist.arviz`` (both are built by :mod:`twist_core.arviz`), so that ArviZ's summaries,
 diagnostics and plots work on them. Needs ``pip install arviz-base`` (``arviz-stats`` for
 ``summary``, ``ess``, ``rhat``)."""
 import sys
@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from twist_arviz import mcmc_data_tree, smc_data_tree
+from twist_core.arviz import mcmc_data_tree, smc_data_tree
 
 
 def from_smc(results, sites=None, num_draws=None, rng_key=None):

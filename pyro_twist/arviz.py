@@ -1,13 +1,13 @@
 """ArviZ conversion: SMC results and PMMH runs as ``xarray.DataTree`` (arviz-base), so that
 ArviZ's summaries, diagnostics and plots work on them. Needs ``pip install arviz-base``
-(``arviz-stats`` for ``summary``, ``ess``, ``rhat``). The groups are built by :mod:`twist_arviz`,
+(``arviz-stats`` for ``summary``, ``ess``, ``rhat``). The groups are built by :mod:`twist_core.arviz`,
 shared with ``numpyro_twist.arviz``."""
 import sys
 
 import numpy as np
 import torch
 
-from twist_arviz import mcmc_data_tree, smc_data_tree
+from twist_core.arviz import mcmc_data_tree, smc_data_tree
 
 from .smc.resampling import multinomial
 

@@ -8,7 +8,7 @@ import torch
 
 from pyro_twist import TRITSMC, FKSteering, TwistedSMC, diffusion_chain
 from pyro_twist.chains.linear_gaussian import random_linear_gaussian
-from pyro_twist.infer.tri_tsmc import IterationStats, learning_diagnosis
+from twist_core.learning import IterationStats, learning_diagnosis
 from pyro_twist.smc.pareto import pareto_khat
 
 from .conftest import SEED

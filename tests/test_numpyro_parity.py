@@ -83,7 +83,9 @@ def test_ddpm_mixture_kernels_have_the_same_transitions():
 
 
 @pytest.mark.parametrize("package, forbidden", [("numpyro_twist", "torch"), ("pyro_twist", "jax"),
-                                                ("numpyro_twist.arviz", "torch"), ("pyro_twist.arviz", "jax")])
+                                                ("numpyro_twist.arviz", "torch"), ("pyro_twist.arviz", "jax"),
+                                                ("twist_core.learning", "torch"), ("twist_core.learning", "jax"),
+                                                ("twist_core.arviz", "torch"), ("twist_core.arviz", "jax")])
 def test_each_backend_imports_only_its_own_framework(package, forbidden):
     code = f"import sys, {package}; sys.exit({forbidden!r} in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from numpyro_twist import TRITSMC, LinearTwist, NeuralTwist, TwistedSMC, markov_chain
-from numpyro_twist.infer.tri_tsmc import Candidate, IterationStats, default_twist, learning_diagnosis
+from numpyro_twist.infer.tri_tsmc import Candidate, default_twist
 from numpyro_twist.chains import random_linear_gaussian
 from pyro_twist.smc.trust_region import trust_region_step as torch_trust_region_step
 from numpyro_twist.smc.trust_region import trust_region_step
@@ -180,25 +180,6 @@ def test_bad_arguments(strong_problem):
         TRITSMC(model, twist=FixedTwist())
     with pytest.raises(ValueError, match="kl_budget must be positive"):
         TRITSMC(model, kl_budget=0.0)
-
-
-def _stats(score, tau, ess, accepted=True):
-    return IterationStats(tau=tau, kl=0.5, ess=ess, ess_per_step=None, log_evidence=score, mean_reward=0.0,
-                          denoiser_evaluations=0, seconds=0.0, num_particles=100, score=score, accepted=accepted,
-                          kl_budget=0.5, pareto_khat=0.5)
-
-
-def test_learning_diagnosis_tells_stalled_from_a_family_that_cannot_fit():
-    start = [_stats(-3.0, 0.2, 10), _stats(-2.0, 0.3, 20)]
-    stalled = start + [_stats(-2.5, 0.01, 5), _stats(-9.0, math.nan, 1, accepted=False), _stats(-2.1, 0.02, 8)]
-    assert "learning stalled" in learning_diagnosis(stalled)
-    cannot_fit = start + [_stats(-2.2, 0.4, 15), _stats(-2.05, 0.5, 18), _stats(-2.3, 0.3, 12)]
-    assert "stopped improving" in learning_diagnosis(cannot_fit)
-    improving = start + [_stats(-2.2, 0.4, 15), _stats(-1.5, 0.5, 30), _stats(-2.3, 0.3, 12)]
-    assert learning_diagnosis(improving) is None
-    converged = start + [_stats(-2.0, 1.0, 60)] * 3  # ESS/N 0.6: nothing left to gain
-    assert learning_diagnosis(converged) is None
-    assert learning_diagnosis(start) is None
 
 
 def test_final_run_that_disagrees_with_learning_warns(strong_problem):

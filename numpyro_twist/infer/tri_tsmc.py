@@ -11,13 +11,13 @@ that is a pytree of arrays (``LinearTwist``, ``NeuralTwist``) is its argument, s
 import math
 import time
 import warnings
-from collections import namedtuple
 from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
+from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis
 
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..smc.trust_region import trust_region_step
@@ -27,31 +27,6 @@ from ..twists.neural import NeuralTwist
 from .recycling import recycle
 from .twisted_smc import TwistedSMC
 
-IterationStats = namedtuple(
-    "IterationStats",
-    ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds",
-     "num_particles", "score", "accepted", "kl_budget", "pareto_khat"],
-)
-IterationStats.__doc__ = """\
-One TRI-TSMC iteration: ``tau`` and the realised ``kl`` of the trust-region step (NaN where
-the step was not taken); ``ess`` of the run's path weights and ``ess_per_step``; the run's
-``log_evidence``; ``mean_reward`` of its paths; ``denoiser_evaluations`` the run spent (one per
-particle and transition); wall-clock ``seconds`` (the first iteration's include compiling the pass);
-``num_particles`` of the run; ``score``: the run's measure of its twist, ``log_evidence - 2 se``
-(see :func:`twist_score`); ``accepted``: whether the twist the run measured was kept (``False``: it
-scored worse than the best twist so far, which was restored); ``kl_budget``: the budget of the step
-(halved after each rejection); ``pareto_khat`` of the run's path weights (above 0.7 its
-``log_evidence`` is not to be trusted).
-"""
-
-# A twist is kept when its score is at most this many nats below the best one measured: one run's
-# score is noisy, and a strict comparison would stall learning near convergence.
-ACCEPT_SLACK = 0.1
-# Learning that has not raised its best score for this many iterations, with the path ESS still
-# below a half, is reported: stalled (tau below STALLED_TAU) or a family that cannot fit.
-STALL_WINDOW = 3
-STALLED_TAU = 0.05
-CONVERGED_ESS = 0.5
 
 
 @dataclass
@@ -202,7 +177,7 @@ class TRITSMC:
 
     def _step(self, rng_key, args, kwargs):
         """One iteration. The run measures the current twist by its :func:`twist_score`; a twist that
-        scores more than ``ACCEPT_SLACK`` nats below the best one so far is rejected: the best is
+        scores more than ``twist_core.learning.ACCEPT_SLACK`` nats below the best one so far is rejected: the best is
         restored, the KL budget halved, and the next iteration measures the best again before stepping
         from it. Otherwise the trust-region step is taken from the run's paths (and a budget halved
         before grows back)."""
@@ -259,10 +234,7 @@ class TRITSMC:
         return stats
 
     def _best(self):
-        """The latest twist measured within ``ACCEPT_SLACK`` of the highest score: among twists that
-        measure alike, the one learning went furthest with."""
-        top = max(candidate.score for candidate in self._candidates)
-        return [candidate for candidate in self._candidates if candidate.score >= top - ACCEPT_SLACK][-1]
+        return best_candidate(self._candidates)
 
     def _keep_best(self):
         """Restore the twist of the highest score measured in this run (the last fit is not measured),
@@ -282,43 +254,8 @@ class TRITSMC:
         return best
 
     def _check_agreement(self, best, final):
-        """Warn when the final run's ``log_evidence`` and the learning runs' measurements of the same
-        twist differ by more than 4 standard errors (and 0.05 nats): one of them missed mass that
-        the other found, and neither is to be trusted without looking."""
-        learned = sum(value for value, _ in best.measurements) / len(best.measurements)
-        learned_se = math.sqrt(sum(se**2 for _, se in best.measurements)) / len(best.measurements)
-        final_value, final_se = float(final.log_evidence), final.log_evidence_se
-        if abs(final_value - learned) > 4 * math.hypot(final_se, learned_se) + 0.05:
-            warnings.warn(
-                f"TRITSMC: the final run's log_evidence {final_value:.3f} +- {final_se:.3f} disagrees with the "
-                f"learning runs' {learned:.3f} +- {learned_se:.3f} for the same twist, beyond their standard "
-                "errors: one of them missed mass the other found (resampling on a twist whose values are off, "
-                "or heavy-tailed weights: see final_result.print_summary() and history). Check with more particles",
-                stacklevel=3,
-            )
-
-
-def learning_diagnosis(history, window=STALL_WINDOW):
-    """Why learning went nowhere, or ``None``: its best score did not rise by more than
-    ``ACCEPT_SLACK`` over the last ``window`` iterations while the best path ESS stayed below
-    ``CONVERGED_ESS`` of the particles (a converged twist has nothing left to gain). Stalled:
-    every step of the window was rejected or tempered below ``STALLED_TAU``, the path weights too
-    degenerate for the trust region to move; otherwise steps were taken and did not help: the
-    family cannot fit what the weights ask of it."""
-    if len(history) <= window:
-        return None
-    earlier, recent = history[:-window], history[-window:]
-    if max(s.score for s in recent) > max(s.score for s in earlier) + ACCEPT_SLACK:
-        return None
-    best_ess = max(s.ess / s.num_particles for s in history)
-    if best_ess >= CONVERGED_ESS:
-        return None
-    taus = [s.tau for s in recent if s.accepted]
-    taken = ", ".join(f"{tau:.3f}" for tau in taus) or "none"
-    if max(taus, default=0.0) < STALLED_TAU:
-        return (f"learning stalled: the last {window} iterations raised no score (best path ESS/N {best_ess:.2f}); "
-                f"their steps were rejected or tempered to nothing (tau {taken}), the path weights too degenerate "
-                "for a trust-region step. Try more particles per iteration, or a twist that starts nearer the target")
-    return (f"the twist family stopped improving: the last {window} iterations took steps (tau {taken}) that raised "
-            f"no score, with the best path ESS/N at {best_ess:.2f}. The family cannot fit what the weights ask of "
-            "it: try a more flexible family (a twist of your own with fit)")
+        """Warn when the final run's ``log_evidence`` disagrees with the learning runs' measurements of
+        the same twist (see :func:`twist_core.learning.disagreement`)."""
+        message = disagreement(best.measurements, float(final.log_evidence), final.log_evidence_se, "print_summary()")
+        if message is not None:
+            warnings.warn(message, stacklevel=3)
