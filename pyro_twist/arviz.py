@@ -23,12 +23,9 @@ def _numpy(value):
 def from_smc(results, sites=None, num_draws=None):
     """One SMC result, or several independent runs of one model (ArviZ's chains), as a DataTree.
 
-    ``posterior``: each run's particles resampled by weight (``draw``), for ``sites`` (default: the
-    chain's last state and the latent sites after it); ``log_likelihood``: each draw's log-density
-    at every factor and observed site after the chain (the reward, site by site);
-    ``sample_stats``: per run, ``log_marginal_likelihood`` and its standard error, the final
-    weights' ``pareto_khat``, and per chain step its ``ess`` and whether it ``resampled``;
-    ``observed_data``: the observed sites' data.
+    The groups (``posterior``, ``log_likelihood``, ``sample_stats``, ``observed_data``) and their
+    dimensions are those of :func:`twist_core.arviz.smc_data_tree`, the same in both backends; ``sites``:
+    the posterior's sites (default: the chain's last state and the latent sites after it).
 
     :param int num_draws: draws per run (default: the fewest particles of the runs).
     """
