@@ -4,6 +4,8 @@ with learning. Plain Python numbers in, messages out."""
 import math
 from collections import namedtuple
 
+from .diagnostics import log_evidence_se
+
 IterationStats = namedtuple(
     "IterationStats",
     ["tau", "kl", "ess", "ess_per_step", "log_evidence", "mean_reward", "denoiser_evaluations", "seconds",
@@ -78,3 +80,15 @@ def disagreement(measurements, final_value, final_se, summary):
             f"learning runs' {learned:.3f} +- {learned_se:.3f} for the same twist, beyond their standard "
             "errors: one of them missed mass the other found (resampling on a twist whose values are off, "
             f"or heavy-tailed weights: see final_result.{summary} and history). Check with more particles")
+
+
+def twist_score(log_evidence, ess, num_particles):
+    """A lower confidence bound on ``log Z`` from one run of a twist: ``log Z_hat - 2 se``, with
+    ``se^2 = (N / ESS - 1) / N`` the relative variance of ``Z_hat`` implied by the path weights.
+
+    Both parts are needed. A twist that misses part of the target (a mode it never proposes)
+    has a fine ESS among the paths it draws, but a ``Z_hat`` short of the mass it misses; a twist
+    with heavy-tailed weights has a low ESS and a wide interval. For the optimal twist the score
+    is ``log Z`` itself, and no twist scores above ``log Z`` but by chance.
+    """
+    return log_evidence - 2.0 * log_evidence_se(max(ess, 1.0), num_particles)

@@ -17,11 +17,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
-from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis
+from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
 
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..smc.trust_region import trust_region_step
-from ..smc.weights import log_evidence_se
 from ..twists.linear import LinearTwist
 from ..twists.neural import NeuralTwist
 from .recycling import recycle
@@ -56,18 +55,6 @@ def _least_resampling_share(log_final, log_w):
     ratio = jnp.where(jnp.isfinite(log_w), 2 * log_final - log_w, -jnp.inf)
     log_share = 2 * logsumexp(log_final) - logsumexp(log_w, 1) - logsumexp(ratio, 1)
     return jnp.exp(log_share.min())
-
-
-def twist_score(log_evidence, ess, num_particles):
-    """A lower confidence bound on ``log Z`` from one run of a twist: ``log Z_hat - 2 se``, with
-    ``se^2 = (N / ESS - 1) / N`` the relative variance of ``Z_hat`` implied by the path weights.
-
-    Both parts are needed. A twist that misses part of the target (a mode it never proposes)
-    has a fine ESS among the paths it draws, but a ``Z_hat`` short of the mass it misses; a twist
-    with heavy-tailed weights has a low ESS and a wide interval. For the optimal twist the score
-    is ``log Z`` itself, and no twist scores above ``log Z`` but by chance.
-    """
-    return log_evidence - 2.0 * log_evidence_se(max(ess, 1.0), num_particles)
 
 
 def default_twist(sampler, rng_key, args, kwargs):

@@ -17,9 +17,9 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.primitives import Messenger
+from twist_core.diagnostics import KHAT_UNRELIABLE
 
 from ..chains.markov_chain import CHAIN_MESSAGE
-from ..smc.pareto import KHAT_UNRELIABLE
 from ..smc.resampling import get_resampler
 from ..smc.weights import WEIGHTS_OK, weight_error, weight_status
 from .result import SMCResult

@@ -14,8 +14,6 @@ import numpy as np
 _FLAT_TAIL = 1e-2
 # The fitted shape is shrunk toward 0.5 as if by this many prior observations (the paper's choice).
 _PRIOR_OBSERVATIONS = 10
-# Above this k-hat a few weights carry the estimate.
-KHAT_UNRELIABLE = 0.7
 
 
 def tail_size(num_particles):

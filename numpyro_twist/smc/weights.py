@@ -2,6 +2,7 @@
 import math
 
 import jax.numpy as jnp
+from twist_core.diagnostics import log_evidence_se  # noqa: F401  (this backend's name for it)
 from jax.nn import log_softmax, softmax
 from jax.scipy.special import logsumexp
 
@@ -19,17 +20,6 @@ def normalized_weights(log_w):
 def ess(log_w):
     """Effective sample size ``1 / sum_i W_i^2`` of the normalised weights (NaN when every weight is zero)."""
     return jnp.exp(-logsumexp(2 * log_softmax(log_w, -1), -1))
-
-
-def log_evidence_se(ess, num_particles):
-    """The standard error of ``log Z_hat`` implied by an ESS (delta method): ``sqrt((N / ESS - 1) / N)``.
-
-    ``ess`` may be a sequence: the ESS of each resampling epoch's weights (just before each
-    resampling, and the final weights), whose relative variances add up. That leaves out the variance
-    resampling carries from one epoch to the next, so it is a lower estimate.
-    """
-    epochs = [float(e) for e in jnp.atleast_1d(jnp.asarray(ess))]
-    return math.sqrt(sum(max(num_particles / e - 1.0, 0.0) for e in epochs) / num_particles)
 
 
 # Codes of weight_status, one per step: what went wrong with the log-weights, computed inside jit

@@ -1,14 +1,13 @@
 """The result of a twisted SMC run."""
-import math
 
 import torch
 
 from ..smc.pareto import pareto_khat
 from ..smc.resampling import multinomial
-from ..smc.weights import ess, log_evidence_se, normalized_weights
+from twist_core.diagnostics import khat_verdict, log_evidence_se
 
-# Above this Pareto k-hat a few weights carry the estimate (Vehtari et al.'s threshold).
-KHAT_UNRELIABLE = 0.7
+from ..smc.weights import ess, normalized_weights
+
 
 
 class SMCResult:
@@ -129,15 +128,3 @@ class SMCResult:
         )
 
 
-def khat_verdict(khat):
-    """What a Pareto k-hat says about the weights, in words."""
-    if math.isnan(khat):
-        return "not computed (fewer than 25 particles)"
-    if khat == -math.inf:
-        return "good (the largest weights are equal)"
-    if khat < 0.5:
-        return "good (below 0.5)"
-    if khat <= KHAT_UNRELIABLE:
-        return "fair (0.5-0.7: the estimates converge, slowly; more particles help)"
-    return ("unreliable (above 0.7: a few weights carry the estimates, and neither log_evidence nor its standard "
-            "error can be trusted; use a better twist or far more particles)")

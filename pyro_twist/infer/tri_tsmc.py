@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis
+from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
 
 from ..smc.trust_region import trust_region_step
-from ..smc.weights import log_evidence_se
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..twists.linear import LinearTwist
 from ..twists.neural import NeuralTwist
@@ -55,18 +54,6 @@ def resampling_ess(result):
     ratio = torch.where(torch.isfinite(log_w), 2 * log_final - log_w, torch.full_like(log_w, -math.inf))
     log_share = 2 * torch.logsumexp(log_final, 0) - torch.logsumexp(log_w, 1) - torch.logsumexp(ratio, 1)
     return log_share.min().exp().item() * log_final.shape[0]
-
-
-def twist_score(log_evidence, ess, num_particles):
-    """A lower confidence bound on ``log Z`` from one run of a twist: ``log Z_hat - 2 se``, with
-    ``se^2 = (N / ESS - 1) / N`` the relative variance of ``Z_hat`` implied by the path weights.
-
-    Both parts are needed. A twist that misses part of the target (a mode it never proposes)
-    has a fine ESS among the paths it draws, but a ``Z_hat`` short of the mass it misses; a twist
-    with heavy-tailed weights has a low ESS and a wide interval. For the optimal twist the score
-    is ``log Z`` itself, and no twist scores above ``log Z`` but by chance.
-    """
-    return log_evidence - 2.0 * log_evidence_se(max(ess, 1.0), num_particles)
 
 
 def default_family(structure, transitions):

@@ -20,13 +20,14 @@ import pyro.distributions as dist
 import torch
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
+from twist_core.diagnostics import KHAT_UNRELIABLE
 
 from ..smc.resampling import RESAMPLERS, get_resampler
 from ..smc.weights import checked_ess, log_mean_exp
 from ..twists.gaussian import bounded_shift, newton_moments, newton_step_parts, value_and_grad
 from .lookahead import lookahead_parts
 from .memory import check_memory
-from .result import KHAT_UNRELIABLE, SMCResult
+from .result import SMCResult
 from .structure import find_chain, invalid_factor_error, is_latent, observed_log_prob, per_particle_site_error
 
 PROPOSALS = ("gradient", "newton", "gradient_at_state", "bootstrap")

@@ -2,6 +2,7 @@
 import math
 
 import torch
+from twist_core.diagnostics import log_evidence_se  # noqa: F401  (this backend's name for it)
 
 
 def log_mean_exp(log_w):
@@ -17,18 +18,6 @@ def normalized_weights(log_w):
 def ess(log_w):
     """Effective sample size ``1 / sum_i W_i^2`` of the normalised weights."""
     return torch.exp(-torch.logsumexp(2 * torch.log_softmax(log_w, -1), -1))
-
-
-def log_evidence_se(ess, num_particles):
-    """The standard error of ``log Z_hat`` implied by an ESS (delta method): ``sqrt((N / ESS - 1) / N)``.
-
-    ``ess`` may be a sequence: the ESS of each resampling epoch's weights (just before each
-    resampling, and the final weights), whose relative variances add up. That ignores the variance
-    resampling passes on from one epoch to the next, so it is a lower estimate; the final
-    weights' Pareto k-hat says when the weights are too heavy-tailed for it to mean anything.
-    """
-    epochs = ess if isinstance(ess, (list, tuple)) else [ess]
-    return math.sqrt(sum(max(num_particles / e - 1.0, 0.0) for e in epochs) / num_particles)
 
 
 def check_log_weights(log_w, where):
