@@ -57,6 +57,17 @@ def global_sites(model, args, kwargs):
                      "(a hand-written loop's sites cannot be told from global parameters)")
 
 
+def on_global_values(model):
+    """``model`` as a function of its global sites' values too: ``conditioned(*args, global_values, **kwargs)``
+    runs ``model(*args, **kwargs)`` with the sites in ``global_values`` (``{name: value}``) fixed. One model
+    serves every PMMH step, and a twist bound to a run's arguments sees the values (its context)."""
+
+    def conditioned(*args, global_values, **kwargs):
+        return pyro.condition(model, data=global_values)(*args, **kwargs)
+
+    return conditioned
+
+
 class PMMH(MCMCKernel):
     """Pseudo-marginal Metropolis-Hastings over the model's global sites, as a kernel for
     ``pyro.infer.MCMC``.
@@ -71,11 +82,15 @@ class PMMH(MCMCKernel):
     :param smc: ``smc(conditioned_model)`` gives the sampler of one pass (default: bootstrap
         :class:`TwistedSMC` with 256 particles); any sampler of this package, a learned twist's too.
     :param learn_twist: ``learn_twist(conditioned_model)`` gives a :class:`TRITSMC` that learns a
-        twist half-way through warmup, at the chain's state then (warmup has brought it into the
-        posterior); from then on each step is a :class:`TwistedSMC` run with that twist and the
-        ``TRITSMC``'s final particle count, in place of ``smc``. The twist is learned at one value
-        of the global sites and serves all of them: any twist keeps the estimate unbiased, so the
-        chain stays exact, and near the posterior's bulk it lowers the estimate's variance.
+        twist half-way through warmup, amortised over the global sites: its iterations run at warmup
+        draws of them spread over the second quarter of warmup (the chain is in the posterior by
+        then), one draw per iteration, each fit on its own draw's paths. From then on each step is a
+        :class:`TwistedSMC` run with that twist and the ``TRITSMC``'s final particle count, in place
+        of ``smc``. A twist takes the global sites' values as input through its context: PMMH runs
+        every pass as ``run(*args, global_values={name: value}, **kwargs)`` on the model conditioned
+        on them, so e.g. ``NeuralTwist(..., context=lambda *args, global_values, **kwargs:
+        global_values["sigma"].log().reshape(1), context_dim=1)``. Any twist keeps the estimate
+        unbiased, so the chain stays exact; a good one lowers the estimate's variance.
     :param float step_size: the random walk's initial standard deviation (unconstrained scale).
     :param bool adapt_step_size: adapt the step size and per-site scales during warmup.
     :param float target_accept_prob: the acceptance rate warmup aims at. With a noisy estimate
@@ -96,15 +111,17 @@ class PMMH(MCMCKernel):
         self.transforms = None
         self._initial_params = None
         self.log_evidence = []  # each accepted state's estimate, in order of the chain's draws
+        self.conditioned_model = on_global_values(model)
         self._reset()
 
     def _reset(self):
         self._state = None  # (params, log target) of the current state
         self.twist_learner = None  # the TRITSMC that learned this chain's twist, once it has
+        self.sampler = None  # the sampler of every pass: smc's until a twist is learned
+        self._chain_draws = []  # the warmup draws, for the twist's learning
         self._num_steps, self._num_accepted = 0, 0
         self._log_step = math.log(self.step_size)
         self._scale = None
-        self._warmup_draws = []
 
     def setup(self, warmup_steps, *args, **kwargs):
         self._warmup_steps = warmup_steps
@@ -117,6 +134,7 @@ class PMMH(MCMCKernel):
         if self._initial_params is None:
             self._initial_params = {name: self.transforms[name](site["value"]) for name, site in sites.items()}
         self._reset()
+        self.sampler = self.smc(self.conditioned_model)
 
     @property
     def initial_params(self):
@@ -138,19 +156,21 @@ class PMMH(MCMCKernel):
         with warnings.catch_warnings():
             # a noisy estimate is valid here (it only lowers the acceptance rate): no warning per step
             warnings.filterwarnings("ignore", message=".*heavy-tailed \\(Pareto k-hat")
-            result = self._sampler(pyro.condition(self.model, data=values)).run(*self._args, **self._kwargs)
+            result = self.sampler.run(*self._args, global_values=values, **self._kwargs)
         return result.log_evidence.item() + float(log_jacobian), result
 
-    def _sampler(self, conditioned):
-        if self.twist_learner is None:
-            return self.smc(conditioned)
-        final = self.twist_learner.final
-        return TwistedSMC(conditioned, final.num_particles, twist=self.twist_learner.twist, progress_bar=False)
-
-    def _learn_twist(self, params):
-        """Learn the twist at ``params``; the current state's estimate is then redrawn with it."""
-        self.twist_learner = self.learn_twist(pyro.condition(self.model, data=self.constrained(params)))
-        self.twist_learner.run(*self._args, **self._kwargs)
+    def _learn_twist(self):
+        """Learn the twist over the draws of warmup's second quarter, one per iteration, evenly spaced;
+        the current state's estimate is then redrawn with it."""
+        learner = self.learn_twist(self.conditioned_model)
+        draws = self._chain_draws[len(self._chain_draws) // 2:]
+        for i in range(learner.num_iterations):
+            values = self.constrained(draws[i * len(draws) // learner.num_iterations])
+            learner.step(*self._args, global_values=values, **self._kwargs)
+        self.twist_learner = learner
+        self.sampler = TwistedSMC(self.conditioned_model, learner.final.num_particles, twist=learner.twist,
+                                   progress_bar=False)
+        params = self._state[0]
         self._state = (params, self.log_target(params)[0])
 
     def sample(self, params):
@@ -170,9 +190,10 @@ class PMMH(MCMCKernel):
         self._num_steps += 1
         self._num_accepted += accepted
         if self._num_steps <= self._warmup_steps:
+            self._chain_draws.append(self._state[0])
             self._adapt(min(1.0, math.exp(min(log_ratio, 0.0))))
             if self._num_steps == max(self._warmup_steps // 2, 1) and self.learn_twist is not None:
-                self._learn_twist(self._state[0])
+                self._learn_twist()
         else:
             self.log_evidence.append(self._state[1])
         return self._state[0]
@@ -181,10 +202,9 @@ class PMMH(MCMCKernel):
         if not self.adapt_step_size:
             return
         self._log_step += (accept_prob - self.target_accept_prob) / self._num_steps ** 0.6
-        self._warmup_draws.append(self._state[0])
         if self._num_steps == self._warmup_steps // 2 and self._num_steps >= 20:
             # per-site spread of the draws so far; the step size restarts its search at that scale
-            self._scale = {name: torch.stack([draw[name] for draw in self._warmup_draws]).std(0).clamp(min=1e-3)
+            self._scale = {name: torch.stack([draw[name] for draw in self._chain_draws]).std(0).clamp(min=1e-3)
                            for name in self._state[0]}
             self._log_step = math.log(2.38 / math.sqrt(sum(v.numel() for v in self._scale.values())))
 

@@ -16,8 +16,9 @@ _FitData = namedtuple("_FitData", ["anchor_steps", "anchor", "anchor_lookahead_g
 _Lookahead = namedtuple("_Lookahead", ["x", "value", "grad"])
 
 
-def _time_features(k, num_steps, num_frequencies):
-    t = k.to(torch.get_default_dtype()) / max(num_steps, 1)
+def _time_features(num_steps, num_frequencies):
+    """Each step's input features, ``(num_steps + 1, 1 + 2 * num_frequencies)``: computed once, indexed per call."""
+    t = torch.arange(num_steps + 1, dtype=torch.get_default_dtype()) / max(num_steps, 1)
     frequencies = math.pi * torch.arange(1, num_frequencies + 1, dtype=t.dtype, device=t.device)
     return torch.cat([t[:, None], torch.sin(t[:, None] * frequencies), torch.cos(t[:, None] * frequencies)], -1)
 
@@ -117,6 +118,7 @@ class NeuralTwist(nn.Module):
         self.num_steps = num_steps
         self.event_shape = tuple(event_shape)
         self.num_frequencies = num_frequencies
+        self.register_buffer("time_features", _time_features(num_steps, num_frequencies), persistent=False)
         width = math.prod(self.event_shape) + 1 + 2 * num_frequencies + context_dim
         layers = []
         for _ in range(num_layers):
@@ -170,7 +172,7 @@ class NeuralTwist(nn.Module):
         if self.net is None:  # no network: zero, with a graph to the state for the proposal's gradient
             return x.reshape(len(x), -1).sum(-1) * 0.0
         scale = self.shrinkage[steps].to(x.dtype)[:, None] if self.shrink_inputs else 1.0
-        parts = [scale * x.reshape(len(x), -1), _time_features(steps, self.num_steps, self.num_frequencies).to(x.dtype)]
+        parts = [scale * x.reshape(len(x), -1), self.time_features[steps].to(x.dtype)]
         if self.context is not None:
             if context is None:
                 raise ValueError("NeuralTwist has a context but no run bound it: call bind(*args, **kwargs)")
