@@ -30,7 +30,8 @@ import pyro
 import torch
 from sklearn.svm import SVC
 
-from pyro_twist import TDS, TRITSMC, BestOfN, FKSteering, NeuralTwist, TwistedSMC, diffusion_chain
+from pyro_twist import (TDS, TRITSMC, BestOfN, FKSteering, GaussianClassTwist, NeuralTwist, TwistedSMC,
+                        diffusion_chain)
 from pyro_twist.pretrained import digit_classifier, digits_kernel, load_digits
 
 
@@ -124,9 +125,10 @@ def main(argv=None):
     parser.add_argument("--num-steps", type=int, default=50)
     parser.add_argument("--base-samples", type=int, default=8192,
                         help="base-model draws for the diversity reference and the exact target's judged rate")
-    parser.add_argument("--family", choices=["default", "value-fit"], default="default",
-                        help="TRI-TSMC's twist: its default family, or NeuralTwist's value fit on the look-ahead "
-                             "reward's per-step scale (network=False, temper_value=True)")
+    parser.add_argument("--family", choices=["default", "value-fit", "gaussian-classes"], default="default",
+                        help="TRI-TSMC's twist: its default family, NeuralTwist's value fit on the look-ahead "
+                             "reward's per-step scale (network=False, temper_value=True), or GaussianClassTwist "
+                             "from the training split's class Gaussians (per-step exponents learned)")
     args = parser.parse_args(argv)
 
     kernel, classifier = digits_kernel(num_steps=args.num_steps), digit_classifier()
@@ -147,6 +149,10 @@ def main(argv=None):
         if args.family == "value-fit":
             twist = NeuralTwist(kernel.num_steps, (1, 8, 8), lookahead=True, lookahead_start=0.0, value_weight=1.0,
                                 likelihood_weight=0.0, temper_value=True, network=False)
+        if args.family == "gaussian-classes":
+            images, labels = load_digits("train")
+            twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
+                                                     target=lambda digit: digit)
         tri = TRITSMC(model, twist=twist, num_particles=args.learn_particles, num_iterations=args.iterations,
                       progress_bar=False)
         tri.run(digit)

@@ -3,10 +3,10 @@ from .chains import (DenoisingKernel, DiffusersKernel, GaussianMixture, Gaussian
                      diffusion_chain, markov_chain)
 from .infer import (PMMH, TDS, TRITSMC, BestOfN, Evidence, FKSteering, ImportanceSampling, SMCResult, TwistedSMC,
                     estimate_evidence, log_bayes_factor, recycle)
-from .twists import LinearTwist, LookaheadTwist, NeuralTwist
+from .twists import GaussianClassTwist, LinearTwist, LookaheadTwist, NeuralTwist
 
 __version__ = "0.1.0"
 __all__ = ["PMMH", "TDS", "TRITSMC", "BestOfN", "DenoisingKernel", "DiffusersKernel", "Evidence", "FKSteering",
-           "GaussianMixture", "GaussianMixtureKernel", "ImportanceSampling", "LinearGaussianKernel", "LinearTwist",
-           "LookaheadTwist", "NeuralTwist", "SMCResult", "TwistedSMC", "diffusion_chain", "estimate_evidence",
-           "log_bayes_factor", "markov_chain", "recycle"]
+           "GaussianClassTwist", "GaussianMixture", "GaussianMixtureKernel", "ImportanceSampling",
+           "LinearGaussianKernel", "LinearTwist", "LookaheadTwist", "NeuralTwist", "SMCResult", "TwistedSMC",
+           "diffusion_chain", "estimate_evidence", "log_bayes_factor", "markov_chain", "recycle"]

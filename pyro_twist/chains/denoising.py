@@ -93,6 +93,11 @@ class DenoisingKernel:
     def timestep(self, k):
         return self.timesteps[self.num_steps - k]
 
+    def signal_variance(self, k):
+        """``alpha_bar`` of step ``k``: the forward process gives ``x_k = sqrt(alpha_bar) x_0 +
+        sqrt(1 - alpha_bar) noise`` (1 at ``k = 0``, where the state is the data)."""
+        return 1.0 if k == 0 else self._alpha_prod(self.timestep(k))
+
     def _previous_timestep(self, t):
         if self.kind == "ddpm":
             return int(self.scheduler.previous_timestep(t))

@@ -1,0 +1,158 @@
+"""A twist from Gaussian class models: the probability of the target class given the noisy state."""
+import math
+
+import torch
+from torch import nn
+
+from .gaussian import value_and_grad
+
+DAMPING = (0.0, 0.125, 0.25, 0.5, 1.0)  # the shares of a fitted change that held-out paths choose from
+RIDGE = 0.01  # holds an exponent where its step's potential is flat (high noise) and the estimate cannot tell
+
+
+class GaussianClassTwist(nn.Module):
+    """``log psi_k(x) = gamma_k log(floor + p(c | x_k))``, where ``p(c | x_k)`` is the class posterior of Gaussian
+    class models pushed through the chain's noise.
+
+    With classes ``x_0 | j ~ N(m_j, S_j)`` of weights ``pi_j``, the forward process's state
+    ``x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) noise`` (``a_k``: the step's ``signal_variance``) has
+    ``x_k | j ~ N(sqrt(a_k) m_j, a_k S_j + (1 - a_k) I)``, so ``p(c | x_k)`` is a softmax over the classes.
+    For a reward ``log p(c | x_0)`` this is the value function ``E[p(c | x_0) | x_k]`` exactly when the data
+    are that mixture; for real data it is a noise-conditioned classifier with no training, flat where the
+    noise hides the class (as the value function is there) and sharp near the data. The ``floor`` keeps the
+    twist from ruling out states the class models find unlikely but the reward does not: it bounds how far
+    below the base chain the proposals can make any path.
+
+    Proposals shift the base mean by variance times the twist's gradient (``TwistedSMC``'s default).
+    ``gamma_k`` starts at 1; :meth:`fit` learns it per step (so ``TRITSMC`` can start from this twist).
+
+    :param signal_variance: ``signal_variance(k)``, ``a_k`` for ``k = 0, ..., num_steps`` (a
+        :class:`~pyro_twist.chains.denoising.DenoisingKernel`'s method of that name).
+    :param int num_steps: the chain's number of transitions.
+    :param means: ``(C, D)`` class means of the flattened data. :param covariances: ``(C, D, D)``.
+    :param log_weights: ``(C,)`` log class weights (normalised here).
+    :param target: the class ``c``: a label, or ``target(*args, **kwargs)`` taking it from each run's arguments.
+    :param float floor: added to ``p(c | x_k)`` (0: none).
+    :param classes: the labels of the classes, in order (default ``0, ..., C - 1``).
+    """
+
+    def __init__(self, signal_variance, num_steps, means, covariances, log_weights, target, floor=0.05,
+                 classes=None):
+        super().__init__()
+        means = torch.as_tensor(means, dtype=torch.float64)
+        covariances = torch.as_tensor(covariances, dtype=torch.float64)
+        log_weights = torch.as_tensor(log_weights, dtype=torch.float64)
+        num_classes, dim = means.shape
+        if covariances.shape != (num_classes, dim, dim) or log_weights.shape != (num_classes,):
+            raise ValueError(f"GaussianClassTwist: {num_classes} means of size {dim} need covariances of shape "
+                             f"({num_classes}, {dim}, {dim}) and log_weights of shape ({num_classes},); got "
+                             f"{tuple(covariances.shape)} and {tuple(log_weights.shape)}")
+        if not floor >= 0:
+            raise ValueError(f"floor must be non-negative, got {floor!r}")
+        self.exponent = nn.Parameter(torch.ones(num_steps + 1, dtype=torch.float64), requires_grad=False)
+        signal = torch.tensor([signal_variance(k) for k in range(num_steps + 1)], dtype=torch.float64)
+        eye = torch.eye(dim, dtype=torch.float64)
+        # per step and class, the Cholesky factor of a_k S_j + (1 - a_k) I and half its log-determinant
+        cholesky = torch.stack([torch.linalg.cholesky(a * covariances + (1 - a) * eye) for a in signal])
+        for name, value in (("means", means), ("log_weights", torch.log_softmax(log_weights, 0)), ("signal", signal),
+                            ("cholesky", cholesky),
+                            ("half_log_det", torch.log(torch.diagonal(cholesky, dim1=-2, dim2=-1)).sum(-1))):
+            self.register_buffer(name, value, persistent=False)  # fixed by the class models: not learning state
+        self.classes = list(range(num_classes)) if classes is None else list(classes)
+        if len(self.classes) != num_classes:
+            raise ValueError(f"GaussianClassTwist: {len(self.classes)} class labels for {num_classes} classes")
+        self.target = target
+        self._class = None if callable(target) else self._checked_class(target)
+        self.log_floor = math.log(floor) if floor > 0 else -math.inf
+
+    @classmethod
+    def from_labelled(cls, signal_variance, num_steps, data, labels, target, floor=0.05, shrinkage=0.01):
+        """The class models fitted to labelled data: each class's mean and covariance plus ``shrinkage`` times
+        the identity (a class has fewer points than dimensions, or nearly), weights from the label counts."""
+        flat = torch.as_tensor(data).flatten(1).to(torch.float64)
+        labels = torch.as_tensor(labels)
+        classes = torch.unique(labels)
+        if len(classes) < 2:
+            raise ValueError("GaussianClassTwist.from_labelled needs data of at least two classes")
+        eye = torch.eye(flat.shape[1], dtype=torch.float64)
+        means = torch.stack([flat[labels == j].mean(0) for j in classes])
+        covariances = torch.stack([torch.cov(flat[labels == j].T) + shrinkage * eye for j in classes])
+        counts = torch.stack([(labels == j).sum() for j in classes]).to(torch.float64)
+        return cls(signal_variance, num_steps, means, covariances, counts.log(), target, floor, classes.tolist())
+
+    def _checked_class(self, target):
+        if target not in self.classes:
+            raise ValueError(f"GaussianClassTwist: target class {target!r} is not one of its classes {self.classes}")
+        return self.classes.index(target)
+
+    def bind(self, *args, **kwargs):
+        """Take the target class from the arguments of the run about to start."""
+        if callable(self.target):
+            self._class = self._checked_class(self.target(*args, **kwargs))
+
+    def class_log_prob(self, k, x):
+        """``log p(c | x_k = x)``, one value per row of ``x``."""
+        if self._class is None:
+            raise ValueError("GaussianClassTwist takes its class from the run's arguments: call bind(*args, **kwargs)")
+        rows = x.reshape(len(x), -1).to(torch.float64)
+        centred = rows[None] - self.signal[k].sqrt() * self.means[:, None]  # (C, N, D)
+        whitened = torch.linalg.solve_triangular(self.cholesky[k], centred.transpose(1, 2), upper=False)
+        log_joint = self.log_weights - 0.5 * whitened.square().sum(1).T - self.half_log_det[k]  # (N, C)
+        return log_joint[:, self._class] - torch.logsumexp(log_joint, 1)
+
+    def _potential(self, k, x):
+        log_prob = self.class_log_prob(k, x)
+        return torch.logaddexp(log_prob, torch.full_like(log_prob, self.log_floor))
+
+    def log_psi(self, k, x):
+        return (self.exponent[k] * self._potential(k, x)).to(x.dtype)
+
+    @torch.no_grad()
+    def fit(self, transitions, log_weights, log_reward):
+        """Per-step exponents that minimise an importance-sampling estimate of the chi-square divergence from
+        the weighted paths' law to the proposal's.
+
+        A step drawn from ``N(m, v)`` with ``m = mu + v gamma_k g`` (``g``: the potential's gradient at the base
+        mean ``mu``) would, with ``gamma_k + d_k``, have been drawn with log-density lower by
+        ``d_k e.g - d_k^2 v|g|^2 / 2`` (``e = x - m``, the proposal's noise). With path weights ``W_i``
+        (``log_weights``: the target relative to the proposal that drew the paths), ``sum_i W_i^2 q(x_i) /
+        q_d(x_i)`` estimates ``1 + chi^2`` of the changed proposal up to a constant: a log-sum-exp of terms
+        linear plus convex quadratic in ``d``, so convex (with a small ridge on ``d``). Half the paths fit
+        ``d``; the other half choose the share of it taken (none, if no share improves their estimate),
+        which keeps the step where the estimate can be trusted. ``log_reward`` is not needed: the weights carry it.
+        """
+        linear, quadratic, steps = [], [], []
+        for record in transitions:
+            if record.base_mean is None:
+                continue
+            k = record.step
+            grad = value_and_grad(self._potential, k, record.base_mean)[1].to(torch.float64)
+            noise = (record.value - record.proposal_mean).to(torch.float64)
+            variance = record.base_variance.to(torch.float64)
+            linear.append((noise * grad).flatten(1).sum(1))
+            quadratic.append((variance * grad * grad).flatten(1).sum(1))
+            steps.append(k)
+        if not steps:
+            return
+        linear, quadratic = torch.stack(linear, 1), torch.stack(quadratic, 1)
+        log_w = 2 * log_weights.to(torch.float64)
+        order = torch.randperm(len(log_w), device=log_w.device)
+        fitting, held_out = order[: len(order) // 2], order[len(order) // 2:]
+
+        def log_chi_square(change, rows):
+            return torch.logsumexp(log_w[rows] - linear[rows] @ change + 0.5 * quadratic[rows] @ change**2, 0)
+
+        change = torch.zeros(len(steps), dtype=torch.float64, device=log_w.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([change], max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = log_chi_square(change, fitting) + RIDGE * change.square().sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(closure)
+        change = change.detach()
+        share = min(DAMPING, key=lambda s: log_chi_square(s * change, held_out).item())
+        self.exponent[steps] += share * change.to(self.exponent.dtype)
