@@ -14,9 +14,10 @@ class GaussianClassTwist(nn.Module):
     """``log psi_k(x) = gamma_k log(floor + p(c | x_k))``, where ``p(c | x_k)`` is the class posterior of Gaussian
     class models pushed through the chain's noise.
 
-    With classes ``x_0 | j ~ N(m_j, S_j)`` of weights ``pi_j``, the forward process's state
-    ``x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) noise`` (``a_k``: the step's ``signal_variance``) has
-    ``x_k | j ~ N(sqrt(a_k) m_j, a_k S_j + (1 - a_k) I)``, so ``p(c | x_k)`` is a softmax over the classes.
+    With Gaussian components ``x_0 | j ~ N(m_j, S_j)`` of weights ``pi_j``, each of one class (several may
+    share a class), the forward process's state ``x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) noise`` (``a_k``: the
+    step's ``signal_variance``) has ``x_k | j ~ N(sqrt(a_k) m_j, a_k S_j + (1 - a_k) I)``, so ``p(c | x_k)``
+    is the share of the components of class ``c`` in a softmax over all of them.
     For a reward ``log p(c | x_0)`` this is the value function ``E[p(c | x_0) | x_k]`` exactly when the data
     are that mixture; for real data it is a noise-conditioned classifier with no training, flat where the
     noise hides the class (as the value function is there) and sharp near the data. The ``floor`` keeps the
@@ -29,11 +30,11 @@ class GaussianClassTwist(nn.Module):
     :param signal_variance: ``signal_variance(k)``, ``a_k`` for ``k = 0, ..., num_steps`` (a
         :class:`~pyro_twist.chains.denoising.DenoisingKernel`'s method of that name).
     :param int num_steps: the chain's number of transitions.
-    :param means: ``(C, D)`` class means of the flattened data. :param covariances: ``(C, D, D)``.
-    :param log_weights: ``(C,)`` log class weights (normalised here).
+    :param means: ``(C, D)`` component means of the flattened data. :param covariances: ``(C, D, D)``.
+    :param log_weights: ``(C,)`` log component weights (normalised here).
     :param target: the class ``c``: a label, or ``target(*args, **kwargs)`` taking it from each run's arguments.
     :param float floor: added to ``p(c | x_k)`` (0: none).
-    :param classes: the labels of the classes, in order (default ``0, ..., C - 1``).
+    :param classes: each component's class label, in order (default ``0, ..., C - 1``: one per class).
     """
 
     def __init__(self, signal_variance, num_steps, means, covariances, log_weights, target, floor=0.05,
@@ -44,8 +45,8 @@ class GaussianClassTwist(nn.Module):
         log_weights = torch.as_tensor(log_weights, dtype=torch.float64)
         num_classes, dim = means.shape
         if covariances.shape != (num_classes, dim, dim) or log_weights.shape != (num_classes,):
-            raise ValueError(f"GaussianClassTwist: {num_classes} means of size {dim} need covariances of shape "
-                             f"({num_classes}, {dim}, {dim}) and log_weights of shape ({num_classes},); got "
+            raise ValueError(f"GaussianClassTwist: {num_classes} component means of size {dim} need covariances of "
+                             f"shape ({num_classes}, {dim}, {dim}) and log_weights of shape ({num_classes},); got "
                              f"{tuple(covariances.shape)} and {tuple(log_weights.shape)}")
         if not floor >= 0:
             raise ValueError(f"floor must be non-negative, got {floor!r}")
@@ -60,30 +61,45 @@ class GaussianClassTwist(nn.Module):
             self.register_buffer(name, value, persistent=False)  # fixed by the class models: not learning state
         self.classes = list(range(num_classes)) if classes is None else list(classes)
         if len(self.classes) != num_classes:
-            raise ValueError(f"GaussianClassTwist: {len(self.classes)} class labels for {num_classes} classes")
+            raise ValueError(f"GaussianClassTwist: {len(self.classes)} class labels for {num_classes} components")
         self.target = target
         self._class = None if callable(target) else self._checked_class(target)
         self.log_floor = math.log(floor) if floor > 0 else -math.inf
 
     @classmethod
-    def from_labelled(cls, signal_variance, num_steps, data, labels, target, floor=0.05, shrinkage=0.01):
-        """The class models fitted to labelled data: each class's mean and covariance plus ``shrinkage`` times
-        the identity (a class has fewer points than dimensions, or nearly), weights from the label counts."""
+    def from_labelled(cls, signal_variance, num_steps, data, labels, target, floor=0.05, shrinkage=0.1,
+                      components_per_class=1, seed=0):
+        """Class models fitted to labelled data: each class split into ``components_per_class`` clusters by
+        k-means (``seed``), each cluster a Gaussian with its mean and covariance plus ``shrinkage`` times the
+        identity (a cluster has few points for its dimensions), weighted by its count."""
+        from sklearn.cluster import KMeans
+
         flat = torch.as_tensor(data).flatten(1).to(torch.float64)
         labels = torch.as_tensor(labels)
         classes = torch.unique(labels)
         if len(classes) < 2:
             raise ValueError("GaussianClassTwist.from_labelled needs data of at least two classes")
         eye = torch.eye(flat.shape[1], dtype=torch.float64)
-        means = torch.stack([flat[labels == j].mean(0) for j in classes])
-        covariances = torch.stack([torch.cov(flat[labels == j].T) + shrinkage * eye for j in classes])
-        counts = torch.stack([(labels == j).sum() for j in classes]).to(torch.float64)
-        return cls(signal_variance, num_steps, means, covariances, counts.log(), target, floor, classes.tolist())
+        means, covariances, counts, component_classes = [], [], [], []
+        for label in classes.tolist():
+            points = flat[labels == label]
+            if len(points) < 2 * components_per_class:
+                raise ValueError(f"class {label!r} has {len(points)} points: too few for {components_per_class} "
+                                 "components of at least two points each")
+            clusters = KMeans(components_per_class, n_init=4, random_state=seed).fit_predict(points.numpy())
+            for cluster in range(components_per_class):
+                members = points[torch.as_tensor(clusters) == cluster]
+                means.append(members.mean(0))
+                covariances.append((torch.cov(members.T) if len(members) > 1 else 0 * eye) + shrinkage * eye)
+                counts.append(float(len(members)))
+                component_classes.append(label)
+        return cls(signal_variance, num_steps, torch.stack(means), torch.stack(covariances),
+                   torch.tensor(counts, dtype=torch.float64).log(), target, floor, component_classes)
 
     def _checked_class(self, target):
         if target not in self.classes:
             raise ValueError(f"GaussianClassTwist: target class {target!r} is not one of its classes {self.classes}")
-        return self.classes.index(target)
+        return torch.tensor([label == target for label in self.classes])
 
     def bind(self, *args, **kwargs):
         """Take the target class from the arguments of the run about to start."""
@@ -98,7 +114,7 @@ class GaussianClassTwist(nn.Module):
         centred = rows[None] - self.signal[k].sqrt() * self.means[:, None]  # (C, N, D)
         whitened = torch.linalg.solve_triangular(self.cholesky[k], centred.transpose(1, 2), upper=False)
         log_joint = self.log_weights - 0.5 * whitened.square().sum(1).T - self.half_log_det[k]  # (N, C)
-        return log_joint[:, self._class] - torch.logsumexp(log_joint, 1)
+        return torch.logsumexp(log_joint[:, self._class], 1) - torch.logsumexp(log_joint, 1)
 
     def _potential(self, k, x):
         log_prob = self.class_log_prob(k, x)
