@@ -11,6 +11,7 @@ from numpyro_twist import (TRITSMC, GaussianMixture, GaussianMixtureKernel, Neur
 from numpyro_twist.infer.steps import TransitionRecord
 from numpyro_twist.twists.neural import _fit, _per_path_loss
 
+from .conftest import SEED
 from .numpyro_common import LG_KERNEL, NUM_STEPS, REWARD, lg_model, log_evidence_over_keys
 
 DIRECTION = jnp.array([1.0, 0.4])
@@ -156,10 +157,10 @@ def scaled_reward_model(scale):
 def test_steps_across_run_arguments_learn_one_twist_amortised_over_them():
     # TRITSMC.step alternates between two reward scales, the twist's context telling it which; each fit is
     # at the context its paths were drawn with
-    tri = TRITSMC(scaled_reward_model, twist=NeuralTwist(NUM_STEPS, (3,), jax.random.PRNGKey(0), context_dim=1,
-                                                         num_fit_steps=40), num_particles=256, progress_bar=False)
+    twist = NeuralTwist(NUM_STEPS, (3,), jax.random.PRNGKey(SEED), context_dim=1, num_fit_steps=40)
+    tri = TRITSMC(scaled_reward_model, twist=twist, num_particles=256, progress_bar=False)
     scales = (2.0, 4.0)
-    for i, key in enumerate(jax.random.split(jax.random.PRNGKey(0), 8)):
+    for i, key in enumerate(jax.random.split(jax.random.PRNGKey(SEED), 8)):
         tri.twist = tri.twist.with_context(jnp.array([scales[i % 2]]))
         tri.step(key, scales[i % 2])
     assert len(tri.history) == 8 and all(stats.accepted for stats in tri.history)  # steps are never guarded
