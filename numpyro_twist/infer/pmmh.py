@@ -199,7 +199,7 @@ class PMMH(MCMCKernel):
         return jax.tree.map(lambda *values: jnp.stack(values), *states)
 
     def _init_chain(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
-        key_prior, key_target, key_learn, rng_key = jax.random.split(rng_key, 4)
+        key_prior, key_target, rng_key = jax.random.split(rng_key, 3)
         sites = global_sites(self.model, key_prior, model_args, model_kwargs)
         if not sites:
             raise ValueError("the model samples no latent site before its chain: there is nothing for PMMH to "
@@ -217,9 +217,9 @@ class PMMH(MCMCKernel):
         zero = jnp.zeros((), flat.dtype)
         state = PMMHState(jnp.array(0), z, log_target, log_evidence, zero, zero, jnp.log(self.step_size) + zero,
                           jnp.ones_like(flat), jnp.zeros_like(flat), jnp.zeros_like(flat), rng_key, None)
-        return state if self.learn_twist is None else self._learn(state, key_learn, model_args, model_kwargs)
+        return state if self.learn_twist is None else self._learn(state, model_args, model_kwargs)
 
-    def _learn(self, state, rng_key, model_args, model_kwargs):
+    def _learn(self, state, model_args, model_kwargs):
         """The pilot chain from ``state`` and the twist's learning at draws of its second half (see the
         class); returns the chain's start: the pilot's last draw, step size and scale, with the learned twist."""
         num_pilot, num_iterations = self._num_warmup // 2, self.twist_learner.num_iterations
@@ -227,8 +227,8 @@ class PMMH(MCMCKernel):
             raise ValueError(f"learn_twist learns at {num_iterations} draws of the second half of a pilot of "
                              f"num_warmup // 2 steps: num_warmup must be at least {4 * num_iterations}, got "
                              f"{self._num_warmup}")
-        key_target, *keys = jax.random.split(rng_key, num_iterations + 1)
-        state, draws = self._compiled_pilot(state, model_args, model_kwargs, num_pilot)
+        key_chain, key_target, *keys = jax.random.split(state.rng_key, num_iterations + 2)
+        state, draws = self._compiled_pilot(state._replace(rng_key=key_chain), model_args, model_kwargs, num_pilot)
         learner = self.twist_learner
         learner.twist = self.learn_twist.twist  # every chain learns from the same start
         for i, key in enumerate(keys):
