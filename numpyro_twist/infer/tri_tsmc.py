@@ -8,6 +8,7 @@ twist family by weighted maximum likelihood of the paths. The answer is a twiste
 learned twist. As ``pyro_twist.infer.tri_tsmc``; each pass is one compiled ``lax.scan``, and a twist
 that is a pytree of arrays (``LinearTwist``, ``NeuralTwist``) is its argument, so the learning passes compile once.
 """
+import copy
 import math
 import time
 import warnings
@@ -98,6 +99,8 @@ class TRITSMC:
 
     ``run(rng_key, *args, **kwargs)`` learns, keeps the best twist measured (``twist``), and returns
     the final run's :class:`SMCResult`; ``history`` holds an :data:`IterationStats` per iteration.
+    ``step(rng_key, *args, **kwargs)`` takes one iteration on its own, so that steps may alternate
+    between run arguments (one twist amortised over them).
     """
 
     def __init__(self, model, twist=None, num_particles=256, num_iterations=8, kl_budget=0.5,
@@ -149,7 +152,7 @@ class TRITSMC:
         first = len(self.history)
         iterations = tqdm(keys[:-1], disable=not self.progress_bar, desc="TRI-TSMC")
         for key in iterations:
-            stats = self._step(key, args, kwargs)
+            stats = self._step(key, args, kwargs, guarded=True)
             iterations.set_postfix(tau=f"{stats.tau:.3f}", ess=f"{stats.ess:.0f}", log_Z=f"{stats.log_evidence:.3f}")
         iterations.close()
         diagnosis = learning_diagnosis(self.history[first:])
@@ -162,19 +165,39 @@ class TRITSMC:
             self._check_agreement(best, self.final_result)
         return recycle(self.learning_results + [self.final_result]) if self.recycle else self.final_result
 
-    def _step(self, rng_key, args, kwargs):
-        """One iteration. The run measures the current twist by its :func:`twist_score`; a twist that
-        scores more than ``twist_core.learning.ACCEPT_SLACK`` nats below the best one so far is rejected: the best is
-        restored, the KL budget halved, and the next iteration measures the best again before stepping
-        from it. Otherwise the trust-region step is taken from the run's paths (and a budget halved
-        before grows back)."""
+    def on_model(self, model):
+        """A learner of this one's settings, starting from its twist, on another ``model`` (the same one with
+        sites conditioned, say), with no history and compiled passes of its own."""
+        other = copy.copy(self)
+        other.model = model
+        other.learner, other.final = self.learner.on_model(model), self.final.on_model(model)
+        other.learning_results, other.final_result, other.history, other._candidates = [], None, [], []
+        return other
+
+    def step(self, rng_key, *args, **kwargs):
+        """One trust-region iteration on ``model(*args, **kwargs)``, always taken; returns its
+        :data:`IterationStats`. Steps may alternate between run arguments, whose evidences differ, so no
+        step is measured against another: ``run()`` guards its steps instead."""
+        key_family, rng_key = jax.random.split(rng_key)
+        if self.twist is None:
+            self.twist = default_twist(self.learner, key_family, args, kwargs)
+        return self._step(rng_key, args, kwargs, guarded=False)
+
+    def _step(self, rng_key, args, kwargs, guarded):
+        """One iteration. Guarded (within one ``run()``, so for one set of arguments), the run measures the
+        current twist by its :func:`twist_score`; a twist that scores more than
+        ``twist_core.learning.ACCEPT_SLACK`` nats below the best one so far is rejected: the best is restored,
+        the KL budget halved, and the next iteration measures the best again before stepping from it.
+        Otherwise the trust-region step is taken from the run's paths (and a budget halved before grows back)."""
         start = time.perf_counter()
         self.learner.twist = self.twist
         result = self.learner._run(rng_key, args, kwargs)
         ess, log_evidence = float(result.ess_final), float(result.log_evidence)
         score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
         measurement = (log_evidence, result.log_evidence_se)
-        if self._at_best:  # measured again: a twist is rated by its worst measurement
+        if not guarded:
+            accepted = True
+        elif self._at_best:  # measured again: a twist is rated by its worst measurement
             best = self._best()
             best.score = min(best.score, score)
             best.measurements.append(measurement)

@@ -7,6 +7,7 @@ model as the chain's value; every factor and observed site adds its log-density 
 particles' weights, and the last twist is divided out, so the weights target
 ``p(x_{0:K}) * exp(sum of factors)`` whatever the twist.
 """
+import copy
 import warnings
 from collections import namedtuple
 
@@ -164,6 +165,15 @@ class TwistedSMC:
         self._layout = None
         self._compiled_with_twist = jax.jit(self.pure_run_with_twist)
         self._compiled, self._compiled_twist = None, None
+
+    def on_model(self, model):
+        """This sampler, its settings and twist, on another ``model`` (the same one with sites conditioned,
+        say), with compiled passes of its own: a copy would share this one's, which run this model."""
+        other = copy.copy(self)
+        other.model, other._layout = model, None
+        other._compiled_with_twist = jax.jit(other.pure_run_with_twist)
+        other._compiled, other._compiled_twist = None, None
+        return other
 
     def _twist_for_run(self, twist, kernel, args, kwargs):
         return twist

@@ -36,6 +36,9 @@ class NeuralTwist(eqx.Module):
     :param int num_frequencies: sine and cosine pairs of the time features.
     :param int num_fit_steps: Adam steps per fit. :param float learning_rate: Adam's step size.
     :param dtype: of the parameters (default: JAX's default float).
+    :param int context_dim: size of a context appended to the network's input (default 0: none), for one
+        twist amortised over several run arguments (a model's global parameters, say). The context is
+        an array of the twist, set by :meth:`with_context`: a new value runs the same compiled pass.
 
     Unlike the torch family, a fit trains on its own paths only (no replay of earlier fits'): the
     replayed paths would be arrays of the twist, absent before the first fit, and the compiled pass
@@ -44,23 +47,29 @@ class NeuralTwist(eqx.Module):
 
     layers: tuple
     rng_key: jax.Array
+    context: jax.Array | None
     num_steps: int = eqx.field(static=True)
     event_shape: tuple = eqx.field(static=True)
     num_frequencies: int = eqx.field(static=True)
     num_fit_steps: int = eqx.field(static=True)
     learning_rate: float = eqx.field(static=True)
+    context_dim: int = eqx.field(static=True)
 
     def __init__(self, num_steps, event_shape, rng_key, hidden=32, num_layers=2, num_frequencies=4,
-                 num_fit_steps=100, learning_rate=1e-2, dtype=None):
+                 num_fit_steps=100, learning_rate=1e-2, dtype=None, context_dim=0):
         if int(num_fit_steps) != num_fit_steps or num_fit_steps < 0:
             raise ValueError(f"NeuralTwist: num_fit_steps must be a non-negative integer, got {num_fit_steps!r}")
         if not learning_rate > 0:
             raise ValueError(f"NeuralTwist: learning_rate must be positive, got {learning_rate!r}")
+        if int(context_dim) != context_dim or context_dim < 0:
+            raise ValueError(f"NeuralTwist: context_dim must be a non-negative integer, got {context_dim!r}")
         dtype = jnp.result_type(float) if dtype is None else dtype
         self.num_steps, self.event_shape = int(num_steps), tuple(event_shape)
         self.num_frequencies, self.num_fit_steps = int(num_frequencies), int(num_fit_steps)
         self.learning_rate = float(learning_rate)
-        widths = [math.prod(self.event_shape) + 1 + 2 * self.num_frequencies] + [hidden] * num_layers + [1]
+        self.context_dim, self.context = int(context_dim), None
+        widths = ([math.prod(self.event_shape) + 1 + 2 * self.num_frequencies + self.context_dim]
+                  + [hidden] * num_layers + [1])
         self.rng_key, *layer_keys = jax.random.split(rng_key, len(widths))
         layers = [eqx.nn.Linear(n_in, n_out, key=key, dtype=dtype)
                   for n_in, n_out, key in zip(widths[:-1], widths[1:], layer_keys)]
@@ -70,10 +79,27 @@ class NeuralTwist(eqx.Module):
                                  (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
         self.layers = tuple(layers)
 
+    def with_context(self, value):
+        """This twist with its context set to ``value``, of shape ``(context_dim,)`` (this one is left as it is)."""
+        if self.context_dim == 0:
+            raise ValueError("NeuralTwist.with_context: this twist takes no context; build it with "
+                             "NeuralTwist(..., context_dim=...) to give it one")
+        value = jnp.asarray(value, self.layers[0].weight.dtype)
+        if value.shape != (self.context_dim,):
+            raise ValueError(f"NeuralTwist.with_context: the context has shape {value.shape}, and this twist takes "
+                             f"({self.context_dim},): reshape it, or build the twist with context_dim={value.size}")
+        # a context not set yet is None, which tree_at only reaches as a leaf
+        return eqx.tree_at(lambda t: t.context, self, value, is_leaf=lambda node: node is None)
+
     def _row(self, k, x):
         """``f_phi`` at one state ``x`` of the event shape."""
-        h = jnp.concatenate([x.reshape(-1), time_features(k, self.num_steps, self.num_frequencies, x.dtype)])
-        h = h.astype(self.layers[0].weight.dtype)
+        parts = [x.reshape(-1), time_features(k, self.num_steps, self.num_frequencies, x.dtype)]
+        if self.context_dim:
+            if self.context is None:
+                raise ValueError(f"NeuralTwist was built with context_dim={self.context_dim} and has no context: "
+                                 "run twist.with_context(value)")
+            parts.append(self.context.astype(x.dtype))
+        h = jnp.concatenate(parts).astype(self.layers[0].weight.dtype)
         for layer in self.layers[:-1]:
             h = jax.nn.silu(layer(h))
         return self.layers[-1](h)[0]
@@ -86,7 +112,8 @@ class NeuralTwist(eqx.Module):
 
     def fit(self, transitions, log_weights, log_reward):
         """Weighted maximum likelihood of the recorded paths, with the proposal noise as control variate;
-        returns the fitted :class:`NeuralTwist` (this one is left as it is).
+        returns the fitted :class:`NeuralTwist` (this one is left as it is). A twist with a context is
+        fit at its context, which should be the one in force when the paths were drawn; it keeps it.
 
         For a Gaussian step with base ``N(mu, v)``, old proposal mean ``m`` and new mean
         ``mu + v grad f_phi(mu, k)``, the weighted log-likelihood of the paths is, up to a constant,
