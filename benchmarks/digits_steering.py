@@ -160,7 +160,7 @@ def main(argv=None):
         learned_seconds = time.perf_counter() - start
         path_ess = [s.ess / s.num_particles for s in tri.history]
         print(f"\ndigit {digit}: learning {learning:,} denoiser evaluations, {learned_seconds:.0f} s; path ESS/N per "
-              f"iteration (the first is the base chain): " + " ".join(f"{e:.3f}" for e in path_ess))
+              f"iteration (the first is where learning starts): " + " ".join(f"{e:.3f}" for e in path_ess))
         print("accepted: " + " ".join("y" if s.accepted else "n" for s in tri.history))
         twist = tri.twist
         samplers = {  # name: (sampler, whether it returns one sample)

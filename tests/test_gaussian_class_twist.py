@@ -65,3 +65,30 @@ def test_bad_input_is_refused(problem):
         twist().log_psi(0, torch.zeros(3, 2))
     with pytest.raises(ValueError, match="at least two classes"):
         GaussianClassTwist.from_labelled(lambda k: 1.0, 3, torch.zeros(4, 2), torch.zeros(4), target=0)
+
+
+def test_on_the_digits_model_it_steers_with_a_steady_evidence():
+    # The shipped digits DDPM (50 steps) with reward log p(c | x_0) from the shipped classifier, twisted by
+    # the training split's class Gaussians (3 clusters per class), no learning, N = 32, 8 seeds per digit.
+    # Measured: judged target rate 0.996 / 0.988 / 1.000 for 0 / 2 / 7 (the exact target's own: 0.99,
+    # 0.98, 0.99), log Z_hat sd 0.15 / 0.15 / 0.17 (FK steering's: 1.5-2.5). The judge is a support-vector
+    # classifier trained on the test split, another family than the shipped convnet.
+    from benchmarks.digits_steering import digit_model, judged, train_judge
+    from pyro_twist.pretrained import digit_classifier, digits_kernel, load_digits
+
+    torch.set_num_threads(1)
+    kernel = digits_kernel(num_steps=50)
+    model = digit_model(kernel, digit_classifier())
+    images, labels = load_digits("train")
+    twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
+                                             target=lambda digit: digit)
+    judge, _ = train_judge()
+    for digit in (0, 7):
+        pyro.set_rng_seed(digit)
+        runs = [TwistedSMC(model, 32, twist=twist, progress_bar=False).run(digit) for _ in range(8)]
+        rate = torch.cat([(judged(judge, r.get_samples()["x_0"]) == digit).double() for r in runs]).mean().item()
+        log_z = torch.tensor([r.log_evidence.item() for r in runs])
+        print(digit, rate, log_z.mean().item(), log_z.std().item())
+        assert rate >= 0.95
+        assert log_z.std() < 0.4
+        assert abs(log_z.mean().item() - math.log(0.1)) < 0.6  # about P(c) under the base model
