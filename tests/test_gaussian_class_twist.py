@@ -1,4 +1,4 @@
-"""The Gaussian class twist: exact value function on Gaussian-mixture data, and its per-step exponents' fit."""
+"""The Gaussian class twist: exact value function on Gaussian-mixture data, and the fit of its per-step guidance."""
 import math
 
 import pyro
@@ -43,16 +43,16 @@ def test_on_mixture_data_it_is_the_value_function(problem):
 
 
 def test_the_fit_keeps_the_value_function_and_tri_tsmc_runs_from_it(problem):
-    # Fitting the exponents on the value function's own paths has little to gain: they stay near 1, and the
+    # Fitting the guidance on the value function's own paths has little to gain: they stay near 1, and the
     # learning runs' path ESS stays far above the base chain's (about 1/7 of the paths carry the weight).
     model, twist = problem
     start = twist()
     tri = TRITSMC(model, twist=start, num_particles=256, num_iterations=4, progress_bar=False)
     tri.run(TARGET)
     path_ess = [stats.ess / stats.num_particles for stats in tri.history]
-    print(path_ess, start.exponent)
+    print(path_ess, start.guidance)
     assert min(path_ess) > 0.5
-    assert (start.exponent - 1).abs().max() < 0.5
+    assert (start.guidance - 1).abs().max() < 0.5
 
 
 def test_bad_input_is_refused(problem):

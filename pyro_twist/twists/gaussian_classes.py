@@ -7,13 +7,13 @@ from torch import nn
 from .gaussian import value_and_grad
 
 DAMPING = (0.0, 0.125, 0.25, 0.5, 1.0)  # the shares of a fitted change that held-out paths choose from
-RIDGE = 0.01  # holds the exponents where the potential is flat (high noise) and the estimate cannot tell
-NUM_BUMPS = 5  # exponent changes are smooth in k: sums of this many Gaussian bumps spread over the steps
+RIDGE = 0.01  # holds the guidance where the potential is flat (high noise) and the estimate cannot tell
+NUM_BUMPS = 5  # guidance changes are smooth in k: sums of this many Gaussian bumps spread over the steps
 
 
 class GaussianClassTwist(nn.Module):
-    """``log psi_k(x) = gamma_k log(floor + p(c | x_k))``, where ``p(c | x_k)`` is the class posterior of Gaussian
-    class models pushed through the chain's noise.
+    """``log psi_k(x) = log(floor + p(c | x_k))``, where ``p(c | x_k)`` is the class posterior of Gaussian class
+    models pushed through the chain's noise, and proposals guided by ``gamma_k`` times its gradient.
 
     With Gaussian components ``x_0 | j ~ N(m_j, S_j)`` of weights ``pi_j``, each of one class (several may
     share a class), the forward process's state ``x_k = sqrt(a_k) x_0 + sqrt(1 - a_k) noise`` (``a_k``: the
@@ -25,8 +25,11 @@ class GaussianClassTwist(nn.Module):
     twist from ruling out states the class models find unlikely but the reward does not: it bounds how far
     below the base chain the proposals can make any path.
 
-    Proposals shift the base mean by variance times the twist's gradient (``TwistedSMC``'s default).
-    ``gamma_k`` starts at 1; :meth:`fit` learns it per step (so ``TRITSMC`` can start from this twist).
+    Proposals shift the base mean by variance times the gradient of ``log psi_k`` at it (``TwistedSMC``'s
+    default), scaled by ``gamma_k``: the guidance starts at 1 and :meth:`fit` learns it per step (so
+    ``TRITSMC`` can start from this twist), while the twist's values, which resampling follows, stay the
+    class posterior's. A proposal is exact whatever its guidance; the values are the value function's
+    estimate, and scaling them would move them away from it.
 
     :param signal_variance: ``signal_variance(k)``, ``a_k`` for ``k = 0, ..., num_steps`` (a
         :class:`~pyro_twist.chains.denoising.DenoisingKernel`'s method of that name).
@@ -51,7 +54,7 @@ class GaussianClassTwist(nn.Module):
                              f"{tuple(covariances.shape)} and {tuple(log_weights.shape)}")
         if not floor >= 0:
             raise ValueError(f"floor must be non-negative, got {floor!r}")
-        self.exponent = nn.Parameter(torch.ones(num_steps + 1, dtype=torch.float64), requires_grad=False)
+        self.guidance = nn.Parameter(torch.ones(num_steps + 1, dtype=torch.float64), requires_grad=False)
         signal = torch.tensor([signal_variance(k) for k in range(num_steps + 1)], dtype=torch.float64)
         eye = torch.eye(dim, dtype=torch.float64)
         # per step and class, the Cholesky factor of a_k S_j + (1 - a_k) I and half its log-determinant
@@ -124,11 +127,14 @@ class GaussianClassTwist(nn.Module):
         return torch.logaddexp(log_prob, torch.full_like(log_prob, self.log_floor))
 
     def log_psi(self, k, x):
-        return (self.exponent[k] * self._potential(k, x)).to(x.dtype)
+        value, grad = value_and_grad(self._potential, k, x)
+        # the value of the potential with gamma_k times its gradient: what the proposal follows
+        slope = (self.guidance[k] * grad.to(torch.float64) * (x - x.detach()).to(torch.float64)).flatten(1).sum(1)
+        return (value + slope).to(x.dtype)
 
     @torch.no_grad()
     def fit(self, transitions, log_weights, log_reward):
-        """Per-step exponents that minimise an importance-sampling estimate of the chi-square divergence from
+        """Per-step guidance that minimises an importance-sampling estimate of the chi-square divergence from
         the weighted paths' law to the proposal's.
 
         A step drawn from ``N(m, v)`` with ``m = mu + v gamma_k g`` (``g``: the potential's gradient at the base
@@ -164,8 +170,8 @@ class GaussianClassTwist(nn.Module):
             return torch.logsumexp(log_w[rows] - linear[rows] @ change + 0.5 * quadratic[rows] @ change**2, 0)
 
         k = torch.tensor(steps, dtype=torch.float64, device=log_w.device)
-        centres = torch.linspace(0, len(self.exponent) - 1, NUM_BUMPS, dtype=torch.float64, device=log_w.device)
-        width = (len(self.exponent) - 1) / (NUM_BUMPS - 1)
+        centres = torch.linspace(0, len(self.guidance) - 1, NUM_BUMPS, dtype=torch.float64, device=log_w.device)
+        width = (len(self.guidance) - 1) / (NUM_BUMPS - 1)
         bumps = torch.exp(-0.5 * ((k[:, None] - centres) / width) ** 2)
         coefficients = torch.zeros(NUM_BUMPS, dtype=torch.float64, device=log_w.device, requires_grad=True)
         optimizer = torch.optim.LBFGS([coefficients], max_iter=100, line_search_fn="strong_wolfe")
@@ -180,4 +186,4 @@ class GaussianClassTwist(nn.Module):
             optimizer.step(closure)
         change = bumps @ coefficients.detach()
         share = min(DAMPING, key=lambda s: log_chi_square(s * change, held_out).item())
-        self.exponent[steps] += share * change.to(self.exponent.dtype)
+        self.guidance[steps] += share * change.to(self.guidance.dtype)
