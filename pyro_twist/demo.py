@@ -7,7 +7,9 @@ target is ``p(x_0) p(digit | x_0) / Z``: the base model's own digits of that
 class, with ``Z`` the base model's probability of drawing one. Base sampling,
 Feynman-Kac steering, the Twisted Diffusion Sampler and TRI-TSMC run with the
 same number of particles; TRI-TSMC first learns its twist over a few
-trust-region iterations, and its panel counts those denoiser evaluations too.
+trust-region iterations, starting from the training split's class Gaussians
+pushed through the chain's noise (:class:`~pyro_twist.GaussianClassTwist`), and
+its panel counts those denoiser evaluations too.
 It writes an image grid per method and the learning plots.
 """
 import argparse
@@ -17,9 +19,9 @@ import matplotlib.pyplot as plt
 import pyro
 import torch
 
-from . import TDS, TRITSMC, FKSteering, TwistedSMC, diffusion_chain
+from . import TDS, TRITSMC, FKSteering, GaussianClassTwist, TwistedSMC, diffusion_chain
 from .plots import plot_ess, plot_history, plot_image_grid
-from .pretrained import digit_classifier, digits_kernel
+from .pretrained import digit_classifier, digits_kernel, load_digits
 
 
 def digit_model(kernel, classifier, temperature=1.0):
@@ -53,12 +55,16 @@ def main(argv=None):
     classifier = digit_classifier(device=device)
     model = digit_model(kernel, classifier, args.temperature)
     n, progress = args.num_particles, not args.no_progress
+    images, labels = load_digits("train")
+    class_twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
+                                                   target=lambda digit: digit).to(device)
 
     samplers = {
         "base sampling": TwistedSMC(model, n, ess_threshold=0.0, progress_bar=progress),
         "FK steering": FKSteering(model, n, progress_bar=progress),
         "TDS": TDS(model, n, progress_bar=progress),
-        "TRI-TSMC": TRITSMC(model, num_particles=n, num_iterations=args.num_iterations, progress_bar=progress),
+        "TRI-TSMC": TRITSMC(model, twist=class_twist, num_particles=n, num_iterations=args.num_iterations,
+                            progress_bar=progress),
     }
     results, images, classes, summaries = {}, {}, {}, {}
     for label, sampler in samplers.items():
