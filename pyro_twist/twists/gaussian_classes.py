@@ -67,7 +67,7 @@ class GaussianClassTwist(nn.Module):
         if len(self.classes) != num_classes:
             raise ValueError(f"GaussianClassTwist: {len(self.classes)} class labels for {num_classes} components")
         self.target = target
-        self._class = None if callable(target) else self._checked_class(target)
+        self._in_class = None if callable(target) else self._class_members(target)
         self.log_floor = math.log(floor) if floor > 0 else -math.inf
 
     @classmethod
@@ -102,7 +102,8 @@ class GaussianClassTwist(nn.Module):
         return cls(signal_variance, num_steps, torch.stack(means), torch.stack(covariances),
                    torch.tensor(counts, dtype=torch.float64).log(), target, floor, component_classes)
 
-    def _checked_class(self, target):
+    def _class_members(self, target):
+        """Which components belong to the class ``target``, as a mask."""
         if target not in self.classes:
             raise ValueError(f"GaussianClassTwist: target class {target!r} is not one of its classes {self.classes}")
         return torch.tensor([label == target for label in self.classes])
@@ -110,23 +111,25 @@ class GaussianClassTwist(nn.Module):
     def bind(self, *args, **kwargs):
         """Take the target class from the arguments of the run about to start."""
         if callable(self.target):
-            self._class = self._checked_class(self.target(*args, **kwargs))
+            self._in_class = self._class_members(self.target(*args, **kwargs))
 
     def class_log_prob(self, k, x):
         """``log p(c | x_k = x)``, one value per row of ``x``."""
-        if self._class is None:
+        if self._in_class is None:
             raise ValueError("GaussianClassTwist takes its class from the run's arguments: call bind(*args, **kwargs)")
         rows = x.reshape(len(x), -1).to(torch.float64)
         centred = rows[None] - self.signal[k].sqrt() * self.means[:, None]  # (C, N, D)
         whitened = torch.linalg.solve_triangular(self.cholesky[k], centred.transpose(1, 2), upper=False)
         log_joint = self.log_weights - 0.5 * whitened.square().sum(1).T - self.half_log_det[k]  # (N, C)
-        return torch.logsumexp(log_joint[:, self._class], 1) - torch.logsumexp(log_joint, 1)
+        return torch.logsumexp(log_joint[:, self._in_class], 1) - torch.logsumexp(log_joint, 1)
 
     def _potential(self, k, x):
         log_prob = self.class_log_prob(k, x)
         return torch.logaddexp(log_prob, torch.full_like(log_prob, self.log_floor))
 
     def log_psi(self, k, x):
+        if not x.requires_grad:  # a value for the weights: the guidance acts through the gradient alone
+            return self._potential(k, x).to(x.dtype)
         value, grad = value_and_grad(self._potential, k, x)
         # the value of the potential with gamma_k times its gradient: what the proposal follows
         slope = (self.guidance[k] * grad.to(torch.float64) * (x - x.detach()).to(torch.float64)).flatten(1).sum(1)
