@@ -85,8 +85,8 @@ class PMMH(MCMCKernel):
         twist half-way through warmup, amortised over the global sites: its iterations run at warmup
         draws of them spread over the second quarter of warmup (the chain is in the posterior by
         then), one draw per iteration, each fit on its own draw's paths. From then on each step is a
-        :class:`TwistedSMC` run with that twist and the ``TRITSMC``'s final particle count, in place
-        of ``smc``. A twist takes the global sites' values as input through its context: PMMH runs
+        run of the ``TRITSMC``'s final sampler (its final particle count, resampling and proposal) with
+        that twist, in place of ``smc``. A twist takes the global sites' values as input through its context: PMMH runs
         every pass as ``run(*args, global_values={name: value}, **kwargs)`` on the model conditioned
         on them, so e.g. ``NeuralTwist(..., context=lambda *args, global_values, **kwargs:
         global_values["sigma"].log().reshape(1), context_dim=1)``. Any twist keeps the estimate
@@ -168,8 +168,8 @@ class PMMH(MCMCKernel):
             values = self.constrained(draws[i * len(draws) // learner.num_iterations])
             learner.step(*self._args, global_values=values, **self._kwargs)
         self.twist_learner = learner
-        self.sampler = TwistedSMC(self.conditioned_model, learner.final.num_particles, twist=learner.twist,
-                                   progress_bar=False)
+        learner.final.twist = learner.twist  # the learner's own final sampler, with its settings
+        self.sampler = learner.final
         params = self._state[0]
         self._state = (params, self.log_target(params)[0])
 
