@@ -128,7 +128,8 @@ def main(argv=None):
     parser.add_argument("--family", choices=["default", "value-fit", "gaussian-classes"], default="default",
                         help="TRI-TSMC's twist: its default family, NeuralTwist's value fit on the look-ahead "
                              "reward's per-step scale (network=False, temper_value=True), or GaussianClassTwist "
-                             "from the training split's class Gaussians (per-step exponents learned)")
+                             "from the training split's class Gaussians (its per-step guidance learned, "
+                             "starting from the base chain's proposals)")
     args = parser.parse_args(argv)
 
     kernel, classifier = digits_kernel(num_steps=args.num_steps), digit_classifier()
@@ -152,7 +153,7 @@ def main(argv=None):
         if args.family == "gaussian-classes":
             images, labels = load_digits("train")
             twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
-                                                     target=lambda digit: digit)
+                                                     target=lambda digit: digit, guidance=0.0)
         tri = TRITSMC(model, twist=twist, num_particles=args.learn_particles, num_iterations=args.iterations,
                       progress_bar=False)
         tri.run(digit)

@@ -7,9 +7,11 @@ target is ``p(x_0) p(digit | x_0) / Z``: the base model's own digits of that
 class, with ``Z`` the base model's probability of drawing one. Base sampling,
 Feynman-Kac steering, the Twisted Diffusion Sampler and TRI-TSMC run with the
 same number of particles; TRI-TSMC first learns its twist over a few
-trust-region iterations, starting from the training split's class Gaussians
-pushed through the chain's noise (:class:`~pyro_twist.GaussianClassTwist`), and
-its panel counts those denoiser evaluations too.
+trust-region iterations: the training split's class Gaussians pushed through
+the chain's noise (:class:`~pyro_twist.GaussianClassTwist`) give the twist's
+values, and learning finds how strongly each step's proposal follows them,
+starting from the base chain's proposals. Its panel counts those denoiser
+evaluations too.
 It writes an image grid per method and the learning plots.
 """
 import argparse
@@ -57,7 +59,7 @@ def main(argv=None):
     n, progress = args.num_particles, not args.no_progress
     images, labels = load_digits("train")
     class_twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
-                                                   target=lambda digit: digit).to(device)
+                                                   target=lambda digit: digit, guidance=0.0).to(device)
 
     samplers = {
         "base sampling": TwistedSMC(model, n, ess_threshold=0.0, progress_bar=progress),

@@ -4,7 +4,8 @@ import pyro
 import pytest
 import torch
 
-from pyro_twist import TRITSMC, GaussianMixture, GaussianMixtureKernel, NeuralTwist, diffusion_chain
+from pyro_twist import (TRITSMC, GaussianClassTwist, GaussianMixture, GaussianMixtureKernel, NeuralTwist,
+                        diffusion_chain)
 from pyro_twist.chains.linear_gaussian import random_linear_gaussian
 
 from .conftest import SEED
@@ -32,6 +33,27 @@ def ring_model():
     return model
 
 
+RING = GaussianMixture.ring()
+
+
+def ring_class_model():
+    """The ring's first component as the class to steer toward (reward: its posterior probability)."""
+    kernel = GaussianMixtureKernel(RING, num_steps=20)
+
+    def model():
+        x0 = diffusion_chain("x", kernel, (2,))
+        log_joint = RING._log_joint(x0, 1.0, 0.0)[0]
+        pyro.factor("reward", log_joint[..., 0] - torch.logsumexp(log_joint, -1))
+
+    return model
+
+
+def class_twist():
+    kernel = GaussianMixtureKernel(RING, num_steps=20)
+    return GaussianClassTwist(kernel.signal_variance, 20, RING.means, torch.diag_embed(RING.variances),
+                              RING.weights.log(), target=0, guidance=0.0)
+
+
 class Interrupted(Exception):
     pass
 
@@ -52,6 +74,7 @@ CASES = {
     "linear-default": (linear_gaussian_model, {}),
     "neural-default": (ring_model, {}),
     "neural-given-recycled": (ring_model, {"recycle": True}),
+    "class-given": (ring_class_model, {}),  # GaussianClassTwist: its fits pool every earlier fit's paths
 }
 
 
@@ -61,7 +84,9 @@ def test_resume_after_iteration_3_of_6_equals_the_uninterrupted_run(tmp_path, ca
     model = make_model()
 
     def build(**extra):
-        twist = NeuralTwist(20, (2,), num_fit_steps=30) if "given" in case else None
+        twist = None
+        if "given" in case:
+            twist = class_twist() if case.startswith("class") else NeuralTwist(20, (2,), num_fit_steps=30)
         return TRITSMC(model, twist=twist, num_particles=128, num_iterations=6, progress_bar=False,
                        **options, **extra)
 
