@@ -72,9 +72,11 @@ class GaussianClassTwist(nn.Module):
         if len(self.classes) != num_classes:
             raise ValueError(f"GaussianClassTwist: {len(self.classes)} class labels for {num_classes} components")
         self.target = target
-        self._in_class = None if callable(target) else self._class_members(target)
+        self._class = self._in_class = None  # the class of the runs, and its components as a mask
+        if not callable(target):
+            self._select(target)
         self.log_floor = math.log(floor) if floor > 0 else -math.inf
-        self._pool = {}  # summaries of the paths of every fit so far (see fit)
+        self._pool = {}  # the chain's steps, the class, and each fit's paths, summarised (see fit)
 
     @classmethod
     def from_labelled(cls, signal_variance, num_steps, data, labels, target, floor=0.05, shrinkage=0.1,
@@ -107,16 +109,16 @@ class GaussianClassTwist(nn.Module):
         return cls(signal_variance, num_steps, torch.stack(means), torch.stack(covariances),
                    torch.tensor(counts, dtype=torch.float64).log(), target, floor, component_classes, guidance)
 
-    def _class_members(self, target):
-        """Which components belong to the class ``target``, as a mask."""
+    def _select(self, target):
+        """Steer toward the class ``target``."""
         if target not in self.classes:
             raise ValueError(f"GaussianClassTwist: target class {target!r} is not one of its classes {self.classes}")
-        return torch.tensor([label == target for label in self.classes])
+        self._class, self._in_class = target, torch.tensor([label == target for label in self.classes])
 
     def bind(self, *args, **kwargs):
         """Take the target class from the arguments of the run about to start."""
         if callable(self.target):
-            self._in_class = self._class_members(self.target(*args, **kwargs))
+            self._select(self.target(*args, **kwargs))
 
     def class_log_prob(self, k, x):
         """``log p(c | x_k = x)``, one value per row of ``x``."""
@@ -177,17 +179,19 @@ class GaussianClassTwist(nn.Module):
             steps.append(k)
         if not steps:
             return
-        target = [label for label, member in zip(self.classes, self._in_class.tolist()) if member][0]
-        if self._pool and (self._pool["steps"], self._pool["target"]) != (steps, target):
+        pool = self._pool.setdefault("runs", [])
+        if pool and (self._pool["steps"], self._pool["target"]) != (steps, self._class):
             raise ValueError(
-                f"GaussianClassTwist.fit: these paths steer toward class {target!r} with Gaussian transitions at "
-                f"steps {steps}, the earlier fits' toward {self._pool['target']!r} at steps {self._pool['steps']}: "
+                f"GaussianClassTwist.fit: these paths steer toward class {self._class!r} with Gaussian transitions "
+                f"at steps {steps}, the earlier fits' toward {self._pool['target']!r} at steps {self._pool['steps']}: "
                 "a twist learns its guidance for one class on one chain; build one twist per class")
-        self._add_to_pool(steps, target, torch.stack(linear, 1), torch.stack(quadratic, 1),
-                          log_reward.detach().to(torch.float64), self.guidance[steps].clone())
-        pool = self._pool
-        linear, quadratic, log_reward = pool["linear"], pool["quadratic"], pool["log_reward"]
-        proposals, counts = torch.stack(pool["proposals"]), torch.tensor(pool["counts"], dtype=torch.float64)
+        self._pool.update(steps=steps, target=self._class)
+        pool.append({"linear": torch.stack(linear, 1), "quadratic": torch.stack(quadratic, 1),
+                     "log_reward": log_reward.detach().to(torch.float64), "proposal": self.guidance[steps].clone()})
+        linear, quadratic, log_reward = (torch.cat([run[name] for run in pool])
+                                         for name in ("linear", "quadratic", "log_reward"))
+        proposals = torch.stack([run["proposal"] for run in pool])
+        counts = torch.tensor([len(run["log_reward"]) for run in pool], dtype=torch.float64)
         # log (base / mixture of the proposals that drew the paths), for every pooled path
         log_q = linear @ proposals.T - 0.5 * quadratic @ proposals.square().T + (counts / counts.sum()).log()
         log_base_over_mixture = -torch.logsumexp(log_q, 1)
@@ -219,16 +223,6 @@ class GaussianClassTwist(nn.Module):
         change = bumps @ coefficients.detach()
         share = min(DAMPING, key=lambda s: log_moment(current + s * change, held_out).item())
         self.guidance[steps] = (current + share * change).to(self.guidance.dtype)
-
-    def _add_to_pool(self, steps, target, linear, quadratic, log_reward, proposal):
-        if not self._pool:
-            self._pool.update(steps=steps, target=target, linear=linear, quadratic=quadratic, log_reward=log_reward,
-                              proposals=[proposal], counts=[len(log_reward)])
-            return
-        for name, value in (("linear", linear), ("quadratic", quadratic), ("log_reward", log_reward)):
-            self._pool[name] = torch.cat([self._pool[name], value])
-        self._pool["proposals"].append(proposal)
-        self._pool["counts"].append(len(log_reward))
 
     def learning_state(self):
         """The pooled paths' summaries that later fits reuse (for a checkpoint)."""
