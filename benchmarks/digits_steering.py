@@ -30,9 +30,8 @@ import pyro
 import torch
 from sklearn.svm import SVC
 
-from pyro_twist import (TDS, TRITSMC, BestOfN, FKSteering, GaussianClassTwist, NeuralTwist, TwistedSMC,
-                        diffusion_chain)
-from pyro_twist.pretrained import digit_classifier, digits_kernel, load_digits
+from pyro_twist import TDS, TRITSMC, BestOfN, FKSteering, NeuralTwist, TwistedSMC, diffusion_chain
+from pyro_twist.pretrained import digit_class_twist, digit_classifier, digits_kernel, load_digits
 
 
 def train_judge():
@@ -151,9 +150,7 @@ def main(argv=None):
             twist = NeuralTwist(kernel.num_steps, (1, 8, 8), lookahead=True, lookahead_start=0.0, value_weight=1.0,
                                 likelihood_weight=0.0, temper_value=True, network=False)
         if args.family == "gaussian-classes":
-            images, labels = load_digits("train")
-            twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
-                                                     target=lambda digit: digit, guidance=0.0)
+            twist = digit_class_twist(kernel, guidance=0.0)
         tri = TRITSMC(model, twist=twist, num_particles=args.learn_particles, num_iterations=args.iterations,
                       progress_bar=False)
         tri.run(digit)

@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt
 import pyro
 import torch
 
-from . import TDS, TRITSMC, FKSteering, GaussianClassTwist, TwistedSMC, diffusion_chain
+from . import TDS, TRITSMC, FKSteering, TwistedSMC, diffusion_chain
 from .plots import plot_ess, plot_history, plot_image_grid
-from .pretrained import digit_classifier, digits_kernel, load_digits
+from .pretrained import digit_class_twist, digit_classifier, digits_kernel
 
 
 def digit_model(kernel, classifier, temperature=1.0):
@@ -57,9 +57,7 @@ def main(argv=None):
     classifier = digit_classifier(device=device)
     model = digit_model(kernel, classifier, args.temperature)
     n, progress = args.num_particles, not args.no_progress
-    images, labels = load_digits("train")
-    class_twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
-                                                   target=lambda digit: digit, guidance=0.0).to(device)
+    class_twist = digit_class_twist(kernel, guidance=0.0).to(device)
 
     samplers = {
         "base sampling": TwistedSMC(model, n, ess_threshold=0.0, progress_bar=progress),

@@ -96,14 +96,11 @@ def digits_problem(guidance):
     """The shipped digits DDPM (50 steps) with reward log p(c | x_0) from the shipped classifier, and the
     training split's class Gaussians (3 clusters per class) as the twist."""
     from benchmarks.digits_steering import digit_model
-    from pyro_twist.pretrained import digit_classifier, digits_kernel, load_digits
+    from pyro_twist.pretrained import digit_class_twist, digit_classifier, digits_kernel
 
     torch.set_num_threads(1)
     kernel = digits_kernel(num_steps=50)
-    images, labels = load_digits("train")
-    twist = GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
-                                             target=lambda digit: digit, guidance=guidance)
-    return digit_model(kernel, digit_classifier()), twist
+    return digit_model(kernel, digit_classifier()), digit_class_twist(kernel, guidance)
 
 
 def test_on_the_digits_model_it_steers_with_a_steady_evidence():

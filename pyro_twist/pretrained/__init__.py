@@ -5,6 +5,8 @@
 * ``digit_classifier()``: a :class:`DigitClassifier` of those images (the reward of the examples:
   ``classifier.log_prob(x0, label)``).
 * ``load_digits(split)``: the train or test images and labels, with the split the models were trained on.
+* ``digit_class_twist(kernel)``: a :class:`~pyro_twist.GaussianClassTwist` of the training split's digits,
+  steering each run toward the digit it is given.
 
 The weights lie in ``pyro_twist/pretrained/digits/`` (diffusers' ``save_pretrained`` layout) and
 are rebuilt by ``python -m pyro_twist.pretrained.train_digits``.
@@ -12,6 +14,7 @@ are rebuilt by ``python -m pyro_twist.pretrained.train_digits``.
 from pathlib import Path
 
 from ..chains.diffusers_kernel import DiffusersKernel
+from ..twists.gaussian_classes import GaussianClassTwist
 from .classifier import DigitClassifier
 from .data import load_digits
 
@@ -32,4 +35,13 @@ def digit_classifier(device=None):
     return classifier.to(device).eval()
 
 
-__all__ = ["DIGITS_DIR", "DigitClassifier", "digit_classifier", "digits_kernel", "load_digits"]
+def digit_class_twist(kernel, guidance=1.0):
+    """The twist toward a digit from the training split's class Gaussians pushed through ``kernel``'s noise
+    (:meth:`GaussianClassTwist.from_labelled`), for a model called with the digit, ``model(digit)``.
+    ``guidance``: 1 to steer with it as it is, 0 to start ``TRITSMC``'s learning from the base chain."""
+    images, labels = load_digits("train")
+    return GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
+                                            target=lambda digit: digit, guidance=guidance)
+
+
+__all__ = ["DIGITS_DIR", "DigitClassifier", "digit_class_twist", "digit_classifier", "digits_kernel", "load_digits"]
