@@ -8,7 +8,7 @@ import torch
 
 from pyro_twist import TRITSMC, FKSteering, TwistedSMC, diffusion_chain
 from pyro_twist.chains.linear_gaussian import random_linear_gaussian
-from twist_core.learning import IterationStats, learning_diagnosis
+from twist_core.learning import Candidate, IterationStats, best_candidate, learning_diagnosis, twist_score
 from pyro_twist.smc.pareto import pareto_khat
 
 from .conftest import SEED
@@ -106,6 +106,26 @@ def test_learning_diagnosis_tells_stalled_from_a_family_that_cannot_fit():
     converged = start + [_stats(-2.0, 1.0, 60)] * 3  # ESS/N 0.6: nothing left to gain
     assert learning_diagnosis(converged) is None
     assert learning_diagnosis(start) is None
+
+
+def _candidate(name, log_evidence, ess, num_particles=256):
+    se = math.sqrt((1 / ess - 1) / num_particles)
+    return Candidate(name, twist_score(log_evidence, ess * num_particles, num_particles), ess, [(log_evidence, se)])
+
+
+def test_best_candidate_is_not_decided_by_one_lucky_run():
+    # log Z = log 0.1: a base-chain run at ESS/N 0.14 whose log Z_hat came out 2 standard errors high
+    # (se 0.15) outscores a learned twist at ESS/N 0.35 measured on the mark (se 0.09)
+    lucky_start, learned = _candidate("start", -2.0, 0.14), _candidate("learned", -2.30, 0.35)
+    assert lucky_start.score > learned.score + 0.1
+    assert best_candidate([lucky_start, learned]).snapshot == "learned"
+    # a learned twist that misses a third of the mass has a fine ESS, but a log Z_hat the start's contradicts
+    missing = _candidate("missing", -2.30 + math.log(2 / 3), 0.9)
+    assert best_candidate([lucky_start, missing]).snapshot == "start"
+    assert best_candidate([_candidate("start", -2.30, 0.14), missing]).snapshot == "start"
+    # agreeing is not enough for a twist of lower ESS: it has to score within the slack
+    assert best_candidate([learned, _candidate("flatter", -2.40, 0.2)]).snapshot == "learned"
+    assert best_candidate([learned, _candidate("flatter", -2.25, 0.2)]).snapshot == "flatter"
 
 
 def test_healthy_learning_does_not_warn(problem, recwarn):

@@ -12,13 +12,12 @@ import copy
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
-from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
+from twist_core.learning import Candidate, IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
 
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..smc.trust_region import trust_region_step
@@ -27,16 +26,6 @@ from ..twists.neural import NeuralTwist
 from .recycling import recycle
 from .twisted_smc import TwistedSMC
 
-
-
-@dataclass
-class Candidate:
-    """A twist measured by learning runs: the ``twist`` itself (fits return new twists, so it is its own
-    snapshot), its ``score`` (the lowest measured) and each measurement's ``(log_evidence, standard error)``."""
-
-    score: float
-    twist: object
-    measurements: list = field(default_factory=list)
 
 
 def resampling_ess(result):
@@ -185,25 +174,25 @@ class TRITSMC:
 
     def _step(self, rng_key, args, kwargs, guarded):
         """One iteration. Guarded (within one ``run()``, so for one set of arguments), the run measures the
-        current twist by its :func:`twist_score`; a twist that scores more than
-        ``twist_core.learning.ACCEPT_SLACK`` nats below the best one so far is rejected: the best is restored,
+        current twist by its :func:`twist_score` and ESS; a twist that is not as good as the best one so far
+        (``twist_core.learning.best_candidate``) is rejected: the best is restored,
         the KL budget halved, and the next iteration measures the best again before stepping from it.
         Otherwise the trust-region step is taken from the run's paths (and a budget halved before grows back)."""
         start = time.perf_counter()
         self.learner.twist = self.twist
         result = self.learner._run(rng_key, args, kwargs)
         ess, log_evidence = float(result.ess_final), float(result.log_evidence)
-        score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
+        ess_kept = min(ess, resampling_ess(result))
+        score = twist_score(log_evidence, ess_kept, self.num_particles)
         measurement = (log_evidence, result.log_evidence_se)
         if not guarded:
             accepted = True
-        elif self._at_best:  # measured again: a twist is rated by its worst measurement
+        elif self._at_best:
             best = self._best()
-            best.score = min(best.score, score)
-            best.measurements.append(measurement)
+            best.measured_again(score, ess_kept / self.num_particles, measurement)
             accepted = best is self._best()
-        else:
-            self._candidates.append(Candidate(score, self.twist, [measurement]))
+        else:  # fits return new twists, so a twist is its own snapshot
+            self._candidates.append(Candidate(self.twist, score, ess_kept / self.num_particles, [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
         budget = self._budget
@@ -218,7 +207,7 @@ class TRITSMC:
             self._budget = min(self.kl_budget, 2 * budget)
             self._at_best = False
         else:
-            self.twist = self._best().twist
+            self.twist = self._best().snapshot
             self._budget = budget / 2
             self._at_best = True
         if self.recycle:
@@ -247,17 +236,17 @@ class TRITSMC:
         return best_candidate(self._candidates)
 
     def _keep_best(self):
-        """Restore the twist of the highest score measured in this run (the last fit is not measured),
+        """Restore the best twist measured in this run (``best_candidate``; the last fit is not measured),
         warn when that is the twist learning started from, and return its :class:`Candidate`."""
         best = self._best()
-        self.twist = best.twist
+        self.twist = best.snapshot
         if self.num_iterations >= 2 and best is self._candidates[0]:
             start = "the base chain (no twist)" if self._from_base else "the twist it started from"
             learned = max((candidate.score for candidate in self._candidates[1:]), default=math.nan)
             warnings.warn(
                 f"TRITSMC: no learned twist measured better than {start} (score log Z_hat - 2 se {best.score:.3f}; "
                 f"the learned twists' best {learned:.3f}), so the final run uses {start}. "
-                f"The twist family ({type(best.twist).__name__}) did not improve on it here: try more particles, "
+                f"The twist family ({type(best.snapshot).__name__}) did not improve on it here: try more particles, "
                 "a smaller kl_budget, more iterations, or another family",
                 stacklevel=3,
             )

@@ -13,11 +13,9 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
-
 import torch
 from tqdm.auto import tqdm
-from twist_core.learning import IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
+from twist_core.learning import Candidate, IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
 
 from ..smc.trust_region import trust_region_step
 from ..chains.linear_gaussian import LinearGaussianKernel
@@ -28,16 +26,6 @@ from .recycling import recycle
 from .result import SMCResult
 from .twisted_smc import TwistedSMC
 
-
-
-@dataclass
-class Candidate:
-    """A twist measured by learning runs: its ``snapshot``, its ``score`` (the lowest measured) and
-    each measurement's ``(log_evidence, standard error)``."""
-
-    score: float
-    snapshot: object
-    measurements: list = field(default_factory=list)
 
 
 def resampling_ess(result):
@@ -186,8 +174,8 @@ class TRITSMC:
 
     def _step(self, args, kwargs, guarded):
         """One iteration. Guarded (within one ``run()``, so for one set of arguments), the run measures
-        the current twist by its :func:`twist_score`; a twist that scores more than ``twist_core.learning.ACCEPT_SLACK``
-        nats below the best one so far is rejected: the best is restored, the KL budget halved, and
+        the current twist by its :func:`twist_score` and ESS; a twist that is not as good as the best one so far
+        (``twist_core.learning.best_candidate``) is rejected: the best is restored, the KL budget halved, and
         the next iteration measures the best again before stepping from it. Otherwise the
         trust-region step is taken from the run's paths (and a budget halved before grows back)."""
         structure = self.learner.chain_structure(*args, **kwargs)
@@ -200,13 +188,12 @@ class TRITSMC:
         measurement = (log_evidence, result.log_evidence_se)
         if not guarded:
             accepted = True
-        elif self._at_best:  # measured again: a twist is rated by its worst measurement
+        elif self._at_best:
             best = self._best()
-            best.score = min(best.score, score)
-            best.measurements.append(measurement)
+            best.measured_again(score, ess_kept / self.num_particles, measurement)
             accepted = best is self._best()
         else:
-            self._candidates.append(Candidate(score, self._snapshot(), [measurement]))
+            self._candidates.append(Candidate(self._snapshot(), score, ess_kept / self.num_particles, [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
         budget = self._budget
@@ -295,7 +282,7 @@ class TRITSMC:
         return {
             "default_family": self._default_family,
             "twist": twist,
-            "candidates": [{"score": c.score, "snapshot": c.snapshot, "measurements": c.measurements}
+            "candidates": [{"snapshot": c.snapshot, "score": c.score, "ess": c.ess, "measurements": c.measurements}
                            for c in self._candidates],
             "at_best": self._at_best,
             "budget": self._budget,
@@ -323,7 +310,7 @@ class TRITSMC:
             self.twist.load_state_dict(state["twist"]["parameters"])
             if state["twist"]["learning"] is not None:
                 self.twist.load_learning_state(state["twist"]["learning"])
-        self._candidates = [Candidate(c["score"], c["snapshot"], [tuple(m) for m in c["measurements"]])
+        self._candidates = [Candidate(c["snapshot"], c["score"], c["ess"], [tuple(m) for m in c["measurements"]])
                             for c in state["candidates"]]
         self._at_best, self._budget = state["at_best"], state["budget"]
         self._iteration, self._first = state["iteration"], state["first"]
@@ -336,7 +323,7 @@ class TRITSMC:
         return best_candidate(self._candidates)
 
     def _keep_best(self):
-        """Restore the twist of the highest score measured in this run (the last fit is not measured),
+        """Restore the best twist measured in this run (``best_candidate``; the last fit is not measured),
         warn when that is the twist learning started from, and return its :class:`Candidate`."""
         best = self._best()
         self._restore(best.snapshot)
