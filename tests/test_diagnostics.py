@@ -108,9 +108,10 @@ def test_learning_diagnosis_tells_stalled_from_a_family_that_cannot_fit():
     assert learning_diagnosis(start) is None
 
 
-def _candidate(name, log_evidence, ess, num_particles=256):
+def _candidate(name, log_evidence, ess, khat=0.3, num_particles=256):
     se = math.sqrt((1 / ess - 1) / num_particles)
-    return Candidate(name, twist_score(log_evidence, ess * num_particles, num_particles), ess, [(log_evidence, se)])
+    return Candidate(name, twist_score(log_evidence, ess * num_particles, num_particles), ess, khat,
+                     [(log_evidence, se)])
 
 
 def test_best_candidate_is_not_decided_by_one_lucky_run():
@@ -119,10 +120,17 @@ def test_best_candidate_is_not_decided_by_one_lucky_run():
     lucky_start, learned = _candidate("start", -2.0, 0.14), _candidate("learned", -2.30, 0.35)
     assert lucky_start.score > learned.score + 0.1
     assert best_candidate([lucky_start, learned]).snapshot == "learned"
+    # only an estimate to trust is credited: a sharper twist whose weights are heavy-tailed says nothing
+    assert best_candidate([lucky_start, _candidate("heavy", -2.30, 0.35, khat=0.9)]).snapshot == "start"
     # a learned twist that misses a third of the mass has a fine ESS, but a log Z_hat the start's contradicts
     missing = _candidate("missing", -2.30 + math.log(2 / 3), 0.9)
     assert best_candidate([lucky_start, missing]).snapshot == "start"
     assert best_candidate([_candidate("start", -2.30, 0.14), missing]).snapshot == "start"
+    # nor does a run of a twist that drew a path it undersamples: its ESS drops, its log Z_hat jumps up
+    undersampled = _candidate("undersampled", -2.0, 0.12)
+    assert undersampled.score > learned.score + 0.1
+    assert best_candidate([learned, undersampled]).snapshot == "learned"
+    assert best_candidate([_candidate("start", -2.35, 0.11), undersampled]).snapshot == "undersampled"
     # agreeing is not enough for a twist of lower ESS: it has to score within the slack
     assert best_candidate([learned, _candidate("flatter", -2.40, 0.2)]).snapshot == "learned"
     assert best_candidate([learned, _candidate("flatter", -2.25, 0.2)]).snapshot == "flatter"

@@ -5,7 +5,7 @@ import math
 from collections import namedtuple
 from dataclasses import dataclass, field
 
-from .diagnostics import log_evidence_se
+from .diagnostics import KHAT_UNRELIABLE, log_evidence_se
 
 IterationStats = namedtuple(
     "IterationStats",
@@ -38,16 +38,18 @@ CONVERGED_ESS = 0.5
 @dataclass(eq=False)  # a twist is itself, whatever its measurements
 class Candidate:
     """A twist measured by learning runs: its ``snapshot`` (what the backend restores it from), the
-    lowest ``score`` (see :func:`twist_score`) and the lowest path ESS/N (``ess``) its measurements gave,
-    and each measurement's ``(log_evidence, standard error)``: a twist is rated by its worst run."""
+    lowest ``score`` (see :func:`twist_score`), the lowest path ESS/N (``ess``) and the highest Pareto
+    ``khat`` its measurements gave, and each measurement's ``(log_evidence, standard error)``: a twist is
+    rated by its worst run."""
 
     snapshot: object
     score: float
     ess: float
+    khat: float
     measurements: list = field(default_factory=list)
 
-    def measured_again(self, score, ess, measurement):
-        self.score, self.ess = min(self.score, score), min(self.ess, ess)
+    def measured_again(self, score, ess, khat, measurement):
+        self.score, self.ess, self.khat = min(self.score, score), min(self.ess, ess), max(self.khat, khat)
         self.measurements.append(measurement)
 
     def log_evidence(self):
@@ -61,26 +63,32 @@ def _mean_with_se(measurements):
 
 
 def best_candidate(candidates):
-    """The latest of ``candidates`` that is as good as the highest-scoring one, ``top``: scored within
-    ``ACCEPT_SLACK`` of it, or sharper (a path ESS/N at least top's) with a ``log_evidence`` that agrees
-    with top's within two standard errors of their difference. Among twists that measure alike, the
-    latest is the one learning went furthest with.
+    """The latest of ``candidates`` whose credited score is within ``ACCEPT_SLACK`` of the highest: among
+    twists that measure alike, the one learning went furthest with.
 
-    The second clause keeps one lucky run from deciding. A score's ``log Z_hat`` part is there to catch
-    a twist that misses mass; where two twists' estimates agree within their errors, no missed mass
-    shows, and the one with the larger ESS is the better twist. Without it, a start measured once by a
-    run whose ``log Z_hat`` came out a standard error high outranks learned twists with two to three
-    times its ESS (on the digits model, the base chain at ESS/N 0.14 against learned twists at 0.3)."""
-    top = max(candidates, key=lambda candidate: candidate.score)
-    top_value, top_se = top.log_evidence()
+    A twist's credited score is its score less what its ``log_evidence`` exceeds that of any sharper
+    twist (path ESS/N at least its own, Pareto k-hat at most ``KHAT_UNRELIABLE``: an estimate to trust)
+    whose estimate agrees with it (not below it by more than two standard errors of their difference).
+    A score's ``log Z_hat`` part is there to catch a twist that misses mass; where a sharper twist's
+    estimate agrees, no missed mass shows, and the better-measured estimate is the one to credit. So one
+    lucky run does not decide: a run whose ``log Z_hat`` came out high (a base-chain run a standard error
+    high, or a run of a guided proposal that drew one of the rare paths it undersamples, its ESS dropping
+    as its ``log Z_hat`` jumps) would otherwise outscore twists of two to three times its ESS, as it did
+    on the digits model. A sharper twist whose estimate falls short (it misses mass) credits nothing.
+    """
+    estimates = [candidate.log_evidence() for candidate in candidates]
 
-    def as_good(candidate):
-        if candidate.score >= top.score - ACCEPT_SLACK:
-            return True
-        value, se = candidate.log_evidence()
-        return candidate.ess >= top.ess and value >= top_value - 2 * math.hypot(se, top_se)
+    def credited(i):
+        value, se = estimates[i]
+        sharper_agreeing = [other_value for j, (other_value, other_se) in enumerate(estimates)
+                            if j != i and candidates[j].ess >= candidates[i].ess
+                            and candidates[j].khat <= KHAT_UNRELIABLE
+                            and other_value >= value - 2 * math.hypot(se, other_se)]
+        return candidates[i].score - max(0.0, value - min(sharper_agreeing, default=value))
 
-    return [candidate for candidate in candidates if as_good(candidate)][-1]
+    scores = [credited(i) for i in range(len(candidates))]
+    top = max(scores)
+    return [candidate for candidate, score in zip(candidates, scores) if score >= top - ACCEPT_SLACK][-1]
 
 
 def learning_diagnosis(history, window=STALL_WINDOW):

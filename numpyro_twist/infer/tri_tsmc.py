@@ -189,10 +189,11 @@ class TRITSMC:
             accepted = True
         elif self._at_best:
             best = self._best()
-            best.measured_again(score, ess_kept / self.num_particles, measurement)
+            best.measured_again(score, ess_kept / self.num_particles, float(result.pareto_khat), measurement)
             accepted = best is self._best()
         else:  # fits return new twists, so a twist is its own snapshot
-            self._candidates.append(Candidate(self.twist, score, ess_kept / self.num_particles, [measurement]))
+            self._candidates.append(Candidate(self.twist, score, ess_kept / self.num_particles,
+                                              float(result.pareto_khat), [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
         budget = self._budget

@@ -190,10 +190,11 @@ class TRITSMC:
             accepted = True
         elif self._at_best:
             best = self._best()
-            best.measured_again(score, ess_kept / self.num_particles, measurement)
+            best.measured_again(score, ess_kept / self.num_particles, result.pareto_khat, measurement)
             accepted = best is self._best()
         else:
-            self._candidates.append(Candidate(self._snapshot(), score, ess_kept / self.num_particles, [measurement]))
+            self._candidates.append(Candidate(self._snapshot(), score, ess_kept / self.num_particles,
+                                              result.pareto_khat, [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
         budget = self._budget
@@ -282,8 +283,8 @@ class TRITSMC:
         return {
             "default_family": self._default_family,
             "twist": twist,
-            "candidates": [{"snapshot": c.snapshot, "score": c.score, "ess": c.ess, "measurements": c.measurements}
-                           for c in self._candidates],
+            "candidates": [{"snapshot": c.snapshot, "score": c.score, "ess": c.ess, "khat": c.khat,
+                            "measurements": c.measurements} for c in self._candidates],
             "at_best": self._at_best,
             "budget": self._budget,
             "iteration": self._iteration,
@@ -310,8 +311,8 @@ class TRITSMC:
             self.twist.load_state_dict(state["twist"]["parameters"])
             if state["twist"]["learning"] is not None:
                 self.twist.load_learning_state(state["twist"]["learning"])
-        self._candidates = [Candidate(c["snapshot"], c["score"], c["ess"], [tuple(m) for m in c["measurements"]])
-                            for c in state["candidates"]]
+        self._candidates = [Candidate(c["snapshot"], c["score"], c["ess"], c["khat"],
+                                      [tuple(m) for m in c["measurements"]]) for c in state["candidates"]]
         self._at_best, self._budget = state["at_best"], state["budget"]
         self._iteration, self._first = state["iteration"], state["first"]
         self.history = [IterationStats(**stats) for stats in state["history"]]
