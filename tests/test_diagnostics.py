@@ -131,7 +131,8 @@ def test_best_candidate_is_not_decided_by_one_lucky_run():
     assert undersampled.score > learned.score + 0.1
     assert best_candidate([learned, undersampled]).snapshot == "learned"
     assert best_candidate([_candidate("start", -2.35, 0.11), undersampled]).snapshot == "undersampled"
-    # agreeing is not enough for a twist of lower ESS: it has to score within the slack
+    # a twist of lower ESS has to score within the slack; one of nearly the same ESS does not clip it
+    assert best_candidate([_candidate("twin", -2.30, 0.3), _candidate("luckier", -2.05, 0.2)]).snapshot == "luckier"
     assert best_candidate([learned, _candidate("flatter", -2.40, 0.2)]).snapshot == "learned"
     assert best_candidate([learned, _candidate("flatter", -2.25, 0.2)]).snapshot == "flatter"
 

@@ -33,6 +33,10 @@ ACCEPT_SLACK = 0.1
 STALL_WINDOW = 3
 STALLED_TAU = 0.05
 CONVERGED_ESS = 0.5
+# A twist's log Z_hat is credited only up to the estimate of a twist with at least this many times its
+# ESS (an estimate of at most half the variance, see best_candidate): twists measured alike do not clip
+# each other by chance.
+SHARPER = 2.0
 
 
 @dataclass(eq=False)  # a twist is itself, whatever its measurements
@@ -67,7 +71,7 @@ def best_candidate(candidates):
     twists that measure alike, the one learning went furthest with.
 
     A twist's credited score is its score less what its ``log_evidence`` exceeds that of any sharper
-    twist (path ESS/N at least its own, Pareto k-hat at most ``KHAT_UNRELIABLE``: an estimate to trust)
+    twist (path ESS/N at least ``SHARPER`` times its own, Pareto k-hat at most ``KHAT_UNRELIABLE``)
     whose estimate agrees with it (not below it by more than two standard errors of their difference).
     A score's ``log Z_hat`` part is there to catch a twist that misses mass; where a sharper twist's
     estimate agrees, no missed mass shows, and the better-measured estimate is the one to credit. So one
@@ -81,7 +85,7 @@ def best_candidate(candidates):
     def credited(i):
         value, se = estimates[i]
         sharper_agreeing = [other_value for j, (other_value, other_se) in enumerate(estimates)
-                            if j != i and candidates[j].ess >= candidates[i].ess
+                            if j != i and candidates[j].ess >= SHARPER * candidates[i].ess
                             and candidates[j].khat <= KHAT_UNRELIABLE
                             and other_value >= value - 2 * math.hypot(se, other_se)]
         return candidates[i].score - max(0.0, value - min(sharper_agreeing, default=value))

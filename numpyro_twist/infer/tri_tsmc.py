@@ -182,17 +182,16 @@ class TRITSMC:
         self.learner.twist = self.twist
         result = self.learner._run(rng_key, args, kwargs)
         ess, log_evidence = float(result.ess_final), float(result.log_evidence)
-        ess_kept = min(ess, resampling_ess(result))
-        score = twist_score(log_evidence, ess_kept, self.num_particles)
+        score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
         measurement = (log_evidence, result.log_evidence_se)
         if not guarded:
             accepted = True
         elif self._at_best:
             best = self._best()
-            best.measured_again(score, ess_kept / self.num_particles, float(result.pareto_khat), measurement)
+            best.measured_again(score, ess / self.num_particles, float(result.pareto_khat), measurement)
             accepted = best is self._best()
         else:  # fits return new twists, so a twist is its own snapshot
-            self._candidates.append(Candidate(self.twist, score, ess_kept / self.num_particles,
+            self._candidates.append(Candidate(self.twist, score, ess / self.num_particles,
                                               float(result.pareto_khat), [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan

@@ -190,10 +190,10 @@ class TRITSMC:
             accepted = True
         elif self._at_best:
             best = self._best()
-            best.measured_again(score, ess_kept / self.num_particles, result.pareto_khat, measurement)
+            best.measured_again(score, ess / self.num_particles, result.pareto_khat, measurement)
             accepted = best is self._best()
         else:
-            self._candidates.append(Candidate(self._snapshot(), score, ess_kept / self.num_particles,
+            self._candidates.append(Candidate(self._snapshot(), score, ess / self.num_particles,
                                               result.pareto_khat, [measurement]))
             accepted = self._best() is self._candidates[-1]
         tau = kl = math.nan
