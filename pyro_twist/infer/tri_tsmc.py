@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+
 import torch
 from tqdm.auto import tqdm
 from twist_core.learning import Candidate, IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
