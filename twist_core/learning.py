@@ -33,9 +33,8 @@ ACCEPT_SLACK = 0.1
 STALL_WINDOW = 3
 STALLED_TAU = 0.05
 CONVERGED_ESS = 0.5
-# A twist's log Z_hat is credited only up to the estimate of a twist with at least this many times its
-# ESS (an estimate of at most half the variance, see best_candidate): twists measured alike do not clip
-# each other by chance.
+# A twist's log Z_hat is credited only up to the estimate of a twist whose estimate has at most 1/SHARPER
+# of its variance (see best_candidate): twists measured alike do not clip each other by chance.
 SHARPER = 2.0
 
 
@@ -71,7 +70,8 @@ def best_candidate(candidates):
     twists that measure alike, the one learning went furthest with.
 
     A twist's credited score is its score less what its ``log_evidence`` exceeds that of any sharper
-    twist (path ESS/N at least ``SHARPER`` times its own, Pareto k-hat at most ``KHAT_UNRELIABLE``)
+    twist (an estimate of at most ``1 / SHARPER`` of its variance, the variance ``(N / ESS - 1) / N`` of
+    :func:`twist_score`; Pareto k-hat at most ``KHAT_UNRELIABLE``)
     whose estimate agrees with it (not below it by more than two standard errors of their difference).
     A score's ``log Z_hat`` part is there to catch a twist that misses mass; where a sharper twist's
     estimate agrees, no missed mass shows, and the better-measured estimate is the one to credit. So one
@@ -81,11 +81,12 @@ def best_candidate(candidates):
     on the digits model. A sharper twist whose estimate falls short (it misses mass) credits nothing.
     """
     estimates = [candidate.log_evidence() for candidate in candidates]
+    variances = [1 / candidate.ess - 1 for candidate in candidates]  # N times the variance of log Z_hat
 
     def credited(i):
         value, se = estimates[i]
         sharper_agreeing = [other_value for j, (other_value, other_se) in enumerate(estimates)
-                            if j != i and candidates[j].ess >= SHARPER * candidates[i].ess
+                            if j != i and SHARPER * variances[j] <= variances[i]
                             and candidates[j].khat <= KHAT_UNRELIABLE
                             and other_value >= value - 2 * math.hypot(se, other_se)]
         return candidates[i].score - max(0.0, value - min(sharper_agreeing, default=value))
