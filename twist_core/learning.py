@@ -96,6 +96,22 @@ def best_candidate(candidates):
     return [candidate for candidate, score in zip(candidates, scores) if score >= top - ACCEPT_SLACK][-1]
 
 
+def guarded_run_accepts(candidates, at_best, snapshot, score, ess, khat, measurement):
+    """Record one guarded learning run in ``candidates`` and say whether the twist it ran is kept.
+
+    ``at_best``: the run measured the best twist again (after a rejection), which keeps its worst
+    measurement; otherwise it measured a new twist, ``snapshot()``. ``score`` (see :func:`twist_score`),
+    path ``ess`` (ESS/N), Pareto ``khat`` and ``measurement`` (``(log_evidence, se)``) are the run's.
+    A new twist is kept when it is the best (:func:`best_candidate`); the best measured again, when it
+    still is."""
+    if at_best:
+        best = best_candidate(candidates)
+        best.measured_again(score, ess, khat, measurement)
+        return best is best_candidate(candidates)
+    candidates.append(Candidate(snapshot(), score, ess, khat, [measurement]))
+    return best_candidate(candidates) is candidates[-1]
+
+
 def learning_diagnosis(history, window=STALL_WINDOW):
     """Why learning went nowhere, or ``None``: its best score did not rise by more than
     ``ACCEPT_SLACK`` over the last ``window`` iterations while the best path ESS stayed below

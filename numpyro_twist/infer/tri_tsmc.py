@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
-from twist_core.learning import Candidate, IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
+from twist_core.learning import (
+    IterationStats, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, twist_score,
+)
 
 from ..chains.linear_gaussian import LinearGaussianKernel
 from ..smc.trust_region import trust_region_step
@@ -184,16 +186,10 @@ class TRITSMC:
         ess, log_evidence = float(result.ess_final), float(result.log_evidence)
         score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
         measurement = (log_evidence, result.log_evidence_se)
-        if not guarded:
-            accepted = True
-        elif self._at_best:
-            best = self._best()
-            best.measured_again(score, ess / self.num_particles, float(result.pareto_khat), measurement)
-            accepted = best is self._best()
-        else:  # fits return new twists, so a twist is its own snapshot
-            self._candidates.append(Candidate(self.twist, score, ess / self.num_particles,
-                                              float(result.pareto_khat), [measurement]))
-            accepted = self._best() is self._candidates[-1]
+        # fits return new twists, so a twist is its own snapshot
+        accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, lambda: self.twist, score,
+                                                      ess / self.num_particles, float(result.pareto_khat),
+                                                      measurement)
         tau = kl = math.nan
         budget = self._budget
         if accepted:

@@ -16,7 +16,9 @@ import warnings
 
 import torch
 from tqdm.auto import tqdm
-from twist_core.learning import Candidate, IterationStats, best_candidate, disagreement, learning_diagnosis, twist_score
+from twist_core.learning import (
+    Candidate, IterationStats, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, twist_score,
+)
 
 from ..smc.trust_region import trust_region_step
 from ..chains.linear_gaussian import LinearGaussianKernel
@@ -187,16 +189,8 @@ class TRITSMC:
         ess_kept = min(ess, resampling_ess(result))
         score = twist_score(log_evidence, ess_kept, self.num_particles)
         measurement = (log_evidence, result.log_evidence_se)
-        if not guarded:
-            accepted = True
-        elif self._at_best:
-            best = self._best()
-            best.measured_again(score, ess / self.num_particles, result.pareto_khat, measurement)
-            accepted = best is self._best()
-        else:
-            self._candidates.append(Candidate(self._snapshot(), score, ess / self.num_particles,
-                                              result.pareto_khat, [measurement]))
-            accepted = self._best() is self._candidates[-1]
+        accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, self._snapshot, score,
+                                                      ess / self.num_particles, result.pareto_khat, measurement)
         tau = kl = math.nan
         budget = self._budget
         if accepted:
