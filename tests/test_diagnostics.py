@@ -8,7 +8,8 @@ import torch
 
 from pyro_twist import TRITSMC, FKSteering, TwistedSMC, diffusion_chain
 from pyro_twist.chains.linear_gaussian import random_linear_gaussian
-from twist_core.learning import Candidate, IterationStats, best_candidate, learning_diagnosis, twist_score
+from twist_core.learning import (Candidate, IterationStats, Measurement, best_candidate, learning_diagnosis,
+                                 twist_score)
 from pyro_twist.smc.pareto import pareto_khat
 
 from .conftest import SEED
@@ -110,8 +111,8 @@ def test_learning_diagnosis_tells_stalled_from_a_family_that_cannot_fit():
 
 def _candidate(name, log_evidence, ess, khat=0.3, num_particles=256):
     se = math.sqrt((1 / ess - 1) / num_particles)
-    return Candidate(name, twist_score(log_evidence, ess * num_particles, num_particles), ess, khat,
-                     [(log_evidence, se)])
+    return Candidate(name, [Measurement(log_evidence, se, twist_score(log_evidence, ess * num_particles, num_particles),
+                                        ess, khat)])
 
 
 def test_best_candidate_is_not_decided_by_one_lucky_run():

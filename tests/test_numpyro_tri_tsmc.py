@@ -13,7 +13,7 @@ import torch
 
 from numpyro_twist import TRITSMC, LinearTwist, NeuralTwist, TwistedSMC, markov_chain
 from numpyro_twist.infer.tri_tsmc import default_twist
-from twist_core.learning import Candidate
+from twist_core.learning import Candidate, Measurement
 from numpyro_twist.chains import random_linear_gaussian
 from pyro_twist.smc.trust_region import trust_region_step as torch_trust_region_step
 from numpyro_twist.smc.trust_region import trust_region_step
@@ -186,7 +186,7 @@ def test_bad_arguments(strong_problem):
 def test_final_run_that_disagrees_with_learning_warns(strong_problem):
     _, _, model, _ = strong_problem
     tri = TRITSMC(model, progress_bar=False)
-    best = Candidate(None, 0.9, 0.5, 0.2, [(1.0, 0.02), (1.01, 0.02)])
+    best = Candidate(None, [Measurement(1.0, 0.02, 0.9, 0.5, 0.2), Measurement(1.01, 0.02, 0.9, 0.5, 0.2)])
     with pytest.warns(UserWarning, match="disagrees with the learning runs'"):
         tri._check_agreement(best, SimpleNamespace(log_evidence=1.3, log_evidence_se=0.02))
     with warnings.catch_warnings():

@@ -38,31 +38,39 @@ CONVERGED_ESS = 0.5
 SHARPER = 2.0
 
 
+Measurement = namedtuple("Measurement", ["log_evidence", "se", "score", "ess", "khat"])
+Measurement.__doc__ = """\
+One learning run's measure of the twist it ran with: its ``log_evidence`` and standard error ``se``,
+its ``score`` (see ``twist_score``), its path ESS/N ``ess`` and the Pareto ``khat`` of its path weights.
+"""
+
+
 @dataclass(eq=False)  # a twist is itself, whatever its measurements
 class Candidate:
-    """A twist measured by learning runs: its ``snapshot`` (what the backend restores it from), the
-    lowest ``score`` (see :func:`twist_score`), the lowest path ESS/N (``ess``) and the highest Pareto
-    ``khat`` its measurements gave, and each measurement's ``(log_evidence, standard error)``: a twist is
-    rated by its worst run."""
+    """A twist measured by learning runs: its ``snapshot`` (what the backend restores it from) and each
+    run's :class:`Measurement`. A twist is rated by its worst run: the lowest ``score``, the lowest path
+    ESS/N (``ess``) and the highest Pareto ``khat`` among them."""
 
     snapshot: object
-    score: float
-    ess: float
-    khat: float
     measurements: list = field(default_factory=list)
 
-    def measured_again(self, score, ess, khat, measurement):
-        self.score, self.ess, self.khat = min(self.score, score), min(self.ess, ess), max(self.khat, khat)
-        self.measurements.append(measurement)
+    @property
+    def score(self):
+        return min(m.score for m in self.measurements)
+
+    @property
+    def ess(self):
+        return min(m.ess for m in self.measurements)
+
+    @property
+    def khat(self):
+        return max(m.khat for m in self.measurements)
 
     def log_evidence(self):
         """The mean of the measured ``log_evidence`` and its standard error."""
-        return _mean_with_se(self.measurements)
-
-
-def _mean_with_se(measurements):
-    mean = sum(value for value, _ in measurements) / len(measurements)
-    return mean, math.sqrt(sum(se**2 for _, se in measurements)) / len(measurements)
+        n = len(self.measurements)
+        return (sum(m.log_evidence for m in self.measurements) / n,
+                math.sqrt(sum(m.se**2 for m in self.measurements)) / n)
 
 
 def best_candidate(candidates):
@@ -96,19 +104,16 @@ def best_candidate(candidates):
     return [candidate for candidate, score in zip(candidates, scores) if score >= top - ACCEPT_SLACK][-1]
 
 
-def guarded_run_accepts(candidates, at_best, snapshot, score, ess, khat, measurement):
-    """Record one guarded learning run in ``candidates`` and say whether the twist it ran is kept.
-
-    ``at_best``: the run measured the best twist again (after a rejection), which keeps its worst
-    measurement; otherwise it measured a new twist, ``snapshot()``. ``score`` (see :func:`twist_score`),
-    path ``ess`` (ESS/N), Pareto ``khat`` and ``measurement`` (``(log_evidence, se)``) are the run's.
-    A new twist is kept when it is the best (:func:`best_candidate`); the best measured again, when it
-    still is."""
+def guarded_run_accepts(candidates, at_best, snapshot, measurement):
+    """Record one guarded learning run's :class:`Measurement` in ``candidates`` and say whether the twist
+    it ran is kept. ``at_best``: the run measured the best twist again (after a rejection); otherwise
+    it measured a new twist, ``snapshot()``. A new twist is kept when it is the best
+    (:func:`best_candidate`); the best measured again, when it still is."""
     if at_best:
         best = best_candidate(candidates)
-        best.measured_again(score, ess, khat, measurement)
+        best.measurements.append(measurement)
         return best is best_candidate(candidates)
-    candidates.append(Candidate(snapshot(), score, ess, khat, [measurement]))
+    candidates.append(Candidate(snapshot(), [measurement]))
     return best_candidate(candidates) is candidates[-1]
 
 
@@ -138,12 +143,12 @@ def learning_diagnosis(history, window=STALL_WINDOW):
             "it: try a more flexible family (NeuralTwist for a LinearTwist, more hidden units or fit steps)")
 
 
-def disagreement(measurements, final_value, final_se, summary):
+def disagreement(candidate, final_value, final_se, summary):
     """The warning when a final run's ``log_evidence`` (``final_value`` +- ``final_se``) and the learning
-    runs' ``measurements`` (``(log_evidence, se)`` pairs) of the same twist differ by more than 4
-    standard errors and 0.05 nats, or ``None``: one of them missed mass that the other found, and
+    runs' measure of the same twist (``candidate``, see :meth:`Candidate.log_evidence`) differ by more
+    than 4 standard errors and 0.05 nats, or ``None``: one of them missed mass that the other found, and
     neither is to be trusted without looking. ``summary``: how the backend's result prints its health."""
-    learned, learned_se = _mean_with_se(measurements)
+    learned, learned_se = candidate.log_evidence()
     if abs(final_value - learned) <= 4 * math.hypot(final_se, learned_se) + 0.05:
         return None
     return (f"TRITSMC: the final run's log_evidence {final_value:.3f} +- {final_se:.3f} disagrees with the "

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
 from twist_core.learning import (
-    IterationStats, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, twist_score,
+    IterationStats, Measurement, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, twist_score,
 )
 
 from ..chains.linear_gaussian import LinearGaussianKernel
@@ -185,11 +185,10 @@ class TRITSMC:
         result = self.learner._run(rng_key, args, kwargs)
         ess, log_evidence = float(result.ess_final), float(result.log_evidence)
         score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
-        measurement = (log_evidence, result.log_evidence_se)
+        measurement = Measurement(log_evidence, result.log_evidence_se, score, ess / self.num_particles,
+                                  float(result.pareto_khat))
         # fits return new twists, so a twist is its own snapshot
-        accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, lambda: self.twist, score,
-                                                      ess / self.num_particles, float(result.pareto_khat),
-                                                      measurement)
+        accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, lambda: self.twist, measurement)
         tau = kl = math.nan
         budget = self._budget
         if accepted:
@@ -251,6 +250,6 @@ class TRITSMC:
     def _check_agreement(self, best, final):
         """Warn when the final run's ``log_evidence`` disagrees with the learning runs' measurements of
         the same twist (see :func:`twist_core.learning.disagreement`)."""
-        message = disagreement(best.measurements, float(final.log_evidence), final.log_evidence_se, "print_summary()")
+        message = disagreement(best, float(final.log_evidence), final.log_evidence_se, "print_summary()")
         if message is not None:
             warnings.warn(message, stacklevel=3)

@@ -17,7 +17,8 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 from twist_core.learning import (
-    Candidate, IterationStats, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, twist_score,
+    Candidate, IterationStats, Measurement, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis,
+    twist_score,
 )
 
 from ..smc.trust_region import trust_region_step
@@ -188,9 +189,9 @@ class TRITSMC:
         ess, log_evidence = result.ess_final.item(), result.log_evidence.item()
         ess_kept = min(ess, resampling_ess(result))
         score = twist_score(log_evidence, ess_kept, self.num_particles)
-        measurement = (log_evidence, result.log_evidence_se)
-        accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, self._snapshot, score,
-                                                      ess / self.num_particles, result.pareto_khat, measurement)
+        measurement = Measurement(log_evidence, result.log_evidence_se, score, ess / self.num_particles,
+                                  result.pareto_khat)
+        accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, self._snapshot, measurement)
         tau = kl = math.nan
         budget = self._budget
         if accepted:
@@ -278,8 +279,8 @@ class TRITSMC:
         return {
             "default_family": self._default_family,
             "twist": twist,
-            "candidates": [{"snapshot": c.snapshot, "score": c.score, "ess": c.ess, "khat": c.khat,
-                            "measurements": c.measurements} for c in self._candidates],
+            "candidates": [{"snapshot": c.snapshot, "measurements": [m._asdict() for m in c.measurements]}
+                           for c in self._candidates],
             "at_best": self._at_best,
             "budget": self._budget,
             "iteration": self._iteration,
@@ -306,8 +307,8 @@ class TRITSMC:
             self.twist.load_state_dict(state["twist"]["parameters"])
             if state["twist"]["learning"] is not None:
                 self.twist.load_learning_state(state["twist"]["learning"])
-        self._candidates = [Candidate(c["snapshot"], c["score"], c["ess"], c["khat"],
-                                      [tuple(m) for m in c["measurements"]]) for c in state["candidates"]]
+        self._candidates = [Candidate(c["snapshot"], [Measurement(**m) for m in c["measurements"]])
+                            for c in state["candidates"]]
         self._at_best, self._budget = state["at_best"], state["budget"]
         self._iteration, self._first = state["iteration"], state["first"]
         self.history = [IterationStats(**stats) for stats in state["history"]]
@@ -338,6 +339,6 @@ class TRITSMC:
     def _check_agreement(self, best, final):
         """Warn when the final run's ``log_evidence`` disagrees with the learning runs' measurements of
         the same twist (see :func:`twist_core.learning.disagreement`)."""
-        message = disagreement(best.measurements, float(final.log_evidence), final.log_evidence_se, "summary()")
+        message = disagreement(best, float(final.log_evidence), final.log_evidence_se, "summary()")
         if message is not None:
             warnings.warn(message, stacklevel=3)
