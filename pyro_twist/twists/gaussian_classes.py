@@ -8,7 +8,7 @@ from .gaussian import value_and_grad
 
 DAMPING = (0.0, 0.125, 0.25, 0.5, 1.0)  # the shares of a fitted change that held-out paths choose from
 RENYI_ORDER = 2  # the moment of the path weights that the fit minimises: the chi-square divergence plus one
-RIDGE = 1.0  # nats per unit of bump height: what a change of guidance must gain on the fitting paths to be made
+RIDGE = 1.0  # nats per squared unit of bump height: what a change of guidance must gain on the fitting paths
 NUM_BUMPS = 5  # guidance changes are smooth in k: sums of this many Gaussian bumps spread over the steps
 
 
