@@ -45,6 +45,14 @@ its ``score`` (see ``twist_score``), its path ESS/N ``ess`` and the Pareto ``kha
 """
 
 
+def run_measurement(log_evidence, se, path_ess, kept_ess, khat, num_particles):
+    """The :class:`Measurement` of one learning run of ``num_particles``: its score from the least ESS
+    that resampling would keep (``kept_ess``, see :func:`twist_score`; never more than ``path_ess``),
+    its path ESS/N from the path weights' ESS ``path_ess``."""
+    score = twist_score(log_evidence, min(path_ess, kept_ess), num_particles)
+    return Measurement(log_evidence, se, score, path_ess / num_particles, khat)
+
+
 @dataclass(eq=False)  # a twist is itself, whatever its measurements
 class Candidate:
     """A twist measured by learning runs: its ``snapshot`` (what the backend restores it from) and each

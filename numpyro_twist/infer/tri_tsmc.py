@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
 from twist_core.learning import (
-    IterationStats, Measurement, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, twist_score,
+    IterationStats, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis, run_measurement,
 )
 
 from ..chains.linear_gaussian import LinearGaussianKernel
@@ -184,9 +184,8 @@ class TRITSMC:
         self.learner.twist = self.twist
         result = self.learner._run(rng_key, args, kwargs)
         ess, log_evidence = float(result.ess_final), float(result.log_evidence)
-        score = twist_score(log_evidence, min(ess, resampling_ess(result)), self.num_particles)
-        measurement = Measurement(log_evidence, result.log_evidence_se, score, ess / self.num_particles,
-                                  float(result.pareto_khat))
+        measurement = run_measurement(log_evidence, result.log_evidence_se, ess, resampling_ess(result),
+                                      float(result.pareto_khat), self.num_particles)
         # fits return new twists, so a twist is its own snapshot
         accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, lambda: self.twist, measurement)
         tau = kl = math.nan
@@ -219,7 +218,7 @@ class TRITSMC:
             denoiser_evaluations=self.num_particles * layout.num_steps,
             seconds=time.perf_counter() - start,
             num_particles=self.num_particles,
-            score=score,
+            score=measurement.score,
             accepted=accepted,
             kl_budget=budget,
             pareto_khat=result.pareto_khat,

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from twist_core.learning import (
     Candidate, IterationStats, Measurement, best_candidate, disagreement, guarded_run_accepts, learning_diagnosis,
-    twist_score,
+    run_measurement,
 )
 
 from ..smc.trust_region import trust_region_step
@@ -141,7 +141,7 @@ class TRITSMC:
         self.learning_results = []
         self.final_result = None
         self.history = []
-        # every twist measured in this run(), the start first: [lowest score measured, snapshot]
+        # every twist measured in this run(), the start first, as twist_core.learning.Candidates
         self._candidates = []
         self._family = twist  # the twist object whose snapshots are restored
         self._default_family = None  # its description, when TRITSMC chose it (see default_family)
@@ -187,10 +187,8 @@ class TRITSMC:
         self.learner.twist = self.twist
         result = self.learner._run(structure, args, kwargs)  # the chain just found serves the run
         ess, log_evidence = result.ess_final.item(), result.log_evidence.item()
-        ess_kept = min(ess, resampling_ess(result))
-        score = twist_score(log_evidence, ess_kept, self.num_particles)
-        measurement = Measurement(log_evidence, result.log_evidence_se, score, ess / self.num_particles,
-                                  result.pareto_khat)
+        measurement = run_measurement(log_evidence, result.log_evidence_se, ess, resampling_ess(result),
+                                      result.pareto_khat, self.num_particles)
         accepted = not guarded or guarded_run_accepts(self._candidates, self._at_best, self._snapshot, measurement)
         tau = kl = math.nan
         budget = self._budget
@@ -221,7 +219,7 @@ class TRITSMC:
             denoiser_evaluations=(self.num_particles * structure.num_steps if used is None else used - evaluations),
             seconds=time.perf_counter() - start,
             num_particles=self.num_particles,
-            score=score,
+            score=measurement.score,
             accepted=accepted,
             kl_budget=budget,
             pareto_khat=result.pareto_khat,
