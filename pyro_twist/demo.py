@@ -57,7 +57,7 @@ def main(argv=None):
     classifier = digit_classifier(device=device)
     model = digit_model(kernel, classifier, args.temperature)
     n, progress = args.num_particles, not args.no_progress
-    class_twist = digit_class_twist(kernel, guidance=0.0).to(device)
+    class_twist = digit_class_twist(kernel, guidance=0.0, floor=0.002).to(device)
 
     samplers = {
         "base sampling": TwistedSMC(model, n, ess_threshold=0.0, progress_bar=progress),

@@ -43,6 +43,22 @@ def test_khat_of_light_tailed_equal_and_too_few_weights():
     assert math.isnan(pareto_khat(torch.randn(20)))
 
 
+def test_khat_reads_no_tail_into_nearly_equal_weights():
+    # Final weights of a twisted run on the digits model (N = 256, ESS 245): most particles resampled at the
+    # last steps and tied, the largest 1.9 times the tie. A fit on them reported 1.28 (5.4 on the run's own
+    # weights); the largest weight holds under 1% of the total, so no few weights carry the estimate.
+    log_w = torch.full((256,), -0.632, dtype=torch.float64)
+    log_w[:22] = torch.tensor([0.0, -0.353, -0.397, -0.520, -0.534, -0.569, -0.600, -0.603, -0.604, -0.606, -0.611,
+                               -0.613, -0.615, -0.616, -0.619, -0.619, -0.624, -0.625, -0.626, -0.628, -0.629, -0.629])
+    log_w[-4:] = torch.tensor([-2.4, -4.2, -8.9, -21.9])
+    from numpyro_twist.smc.pareto import pareto_khat as numpyro_pareto_khat
+
+    assert pareto_khat(log_w) == -math.inf
+    assert numpyro_pareto_khat(log_w.numpy()) == -math.inf
+    log_w[0] = math.log(2.2) - 0.632  # beyond twice the threshold's weight the tail is fitted
+    assert math.isfinite(pareto_khat(log_w))
+
+
 def test_khat_is_low_for_the_exact_twist_and_high_for_a_poor_one(problem, capsys):
     kernel, model, _ = problem
     pyro.set_rng_seed(SEED)

@@ -95,7 +95,7 @@ def test_bad_input_is_refused(problem):
         GaussianClassTwist.from_labelled(lambda k: 1.0, 3, torch.zeros(4, 2), torch.zeros(4), target=0)
 
 
-def digits_problem(guidance):
+def digits_problem(guidance, floor=0.05):
     """The shipped digits DDPM (50 steps) with reward log p(c | x_0) from the shipped classifier, and the
     training split's class Gaussians (3 clusters per class) as the twist."""
     from benchmarks.digits_steering import digit_model
@@ -103,7 +103,7 @@ def digits_problem(guidance):
 
     torch.set_num_threads(1)
     kernel = digits_kernel(num_steps=50)
-    return digit_model(kernel, digit_classifier()), digit_class_twist(kernel, guidance)
+    return digit_model(kernel, digit_classifier()), digit_class_twist(kernel, guidance, floor)
 
 
 def test_on_the_digits_model_it_steers_with_a_steady_evidence():
@@ -126,12 +126,13 @@ def test_on_the_digits_model_it_steers_with_a_steady_evidence():
 
 
 def test_on_the_digits_model_learning_never_falls_below_the_base_chain():
-    # Learning from the base chain (guidance 0) on digit 7, N = 256: the first run is the base chain's
-    # (path ESS/N about 0.08, about P(7)); every later one, candidates rejected by the guard included, stays
-    # above it and one reaches 0.3. Measured: 0.081, then 0.273 0.344 0.420 0.317 0.392 0.430 0.402. Fits on
-    # the current proposal's paths alone, started at guidance 1, fell below the base in about 1 of 30 runs:
-    # a rare path whose class shows late carried the weight.
-    model, twist = digits_problem(guidance=0.0)
+    # Learning from the base chain (guidance 0, floor 0.002) on digit 7, N = 256: the first run is the base
+    # chain's (path ESS/N about 0.08, about P(7)); every later one, candidates rejected by the guard
+    # included, stays above it and one reaches 0.45. Measured: 0.081, then 0.467 0.519 0.438 0.367 0.340
+    # 0.574 0.561; with the floor 0.05 the peak was 0.430. Fits on the current proposal's paths alone,
+    # started at guidance 1, fell below the base in about 1 of 30 runs: a rare path whose class shows late
+    # carried the weight.
+    model, twist = digits_problem(guidance=0.0, floor=0.002)
     pyro.set_rng_seed(7)
     tri = TRITSMC(model, twist=twist, num_particles=256, num_iterations=8, progress_bar=False)
     tri.run(7)
@@ -139,4 +140,4 @@ def test_on_the_digits_model_learning_never_falls_below_the_base_chain():
     print(path_ess)
     assert path_ess[0] < 0.15
     assert min(path_ess[1:]) > path_ess[0]
-    assert max(path_ess) >= 0.3
+    assert max(path_ess) >= 0.45

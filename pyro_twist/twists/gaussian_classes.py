@@ -23,8 +23,17 @@ class GaussianClassTwist(nn.Module):
     For a reward ``log p(c | x_0)`` this is the value function ``E[p(c | x_0) | x_k]`` exactly when the data
     are that mixture; for real data it is a noise-conditioned classifier with no training, flat where the
     noise hides the class (as the value function is there) and sharp near the data. The ``floor`` keeps the
-    twist from ruling out states the class models find unlikely but the reward does not: it bounds how far
-    below the base chain the proposals can make any path.
+    twist from ruling out states the class models find unlikely but the reward does not. It also damps the
+    proposals' pull by ``p / (floor + p)`` wherever ``p(c | x_k)`` is below it, which is where a path's class
+    is still open and the pull is needed. For a twist that ``TRITSMC`` learns, the floor is best small: on
+    the digits model (learning from ``guidance=0``, 16 iterations at N = 256, digit/seed 2/702 and 4/704)
+    floors 0.05, 0.01 and 0.002 gave learning peaks of path ESS/N 0.48/0.47, 0.55/0.58 and 0.63/0.61, and
+    the learned twists' ``log Z_hat`` at N = 32 spread 0.25/0.30, 0.19/0.22 and 0.13/0.22 over 8 seeds.
+    Over nine more learning runs, two runs at floor 0.01 fell below the base chain's path ESS (0.033
+    against 0.111, 0.062 against 0.084), none at 0.002 (a tenth, digit 8, fell to 0.037 against 0.105
+    at 0.002). Used as it is (``guidance=1``, no learning), the
+    full gradient overshoots where the floor is small: at N = 32 digit 7's ``log Z_hat`` spread 0.83 with
+    floor 0.002 and 0.22 with the default 0.05.
 
     Proposals shift the base mean by variance times the gradient of ``log psi_k`` at it (``TwistedSMC``'s
     default), scaled by ``gamma_k``: the guidance starts at ``guidance`` and :meth:`fit` learns it per step
@@ -40,7 +49,7 @@ class GaussianClassTwist(nn.Module):
     :param means: ``(C, D)`` component means of the flattened data. :param covariances: ``(C, D, D)``.
     :param log_weights: ``(C,)`` log component weights (normalised here).
     :param target: the class ``c``: a label, or ``target(*args, **kwargs)`` taking it from each run's arguments.
-    :param float floor: added to ``p(c | x_k)`` (0: none).
+    :param float floor: added to ``p(c | x_k)`` (0: none); 0.002 for a twist to learn (see above).
     :param classes: each component's class label, in order (default ``0, ..., C - 1``: one per class).
     :param float guidance: the starting ``gamma_k`` of every step (1: the gradient proposal; 0: the base chain's).
     """
