@@ -173,7 +173,7 @@ class GaussianClassTwist(nn.Module):
         half was e^80 times worse on the other at full share (digit 7, seed 207), the held-out half kept an
         eighth of it, and the first learned twists of the four weakest seeds measured path ESS/N 0.11-0.17
         (mean of 4 runs each), near the base chain's 0.08-0.13. With order 2 and a ridge of 1 they measured
-        0.31-0.35. With the floor 0.002, over 27 learning runs of 16 iterations (digits 0-5, 7 and 8, one to
+        0.31-0.35. With the floor 0.002, over 26 learning runs of 16 iterations (digits 0-5, 7 and 8, one to
         five seeds each) every run after the base chain's stayed above it but two single runs (0.041
         against the base's 0.092, 0.037 against 0.105), which the guard rejected; peaks 0.46-0.69.
 
