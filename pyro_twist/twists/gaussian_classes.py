@@ -31,9 +31,11 @@ class GaussianClassTwist(nn.Module):
     the learned twists' ``log Z_hat`` at N = 32 spread 0.25/0.30, 0.19/0.22 and 0.13/0.22 over 8 seeds.
     Over nine more learning runs, two runs at floor 0.01 fell below the base chain's path ESS (0.033
     against 0.111, 0.062 against 0.084), none at 0.002 (a tenth, digit 8, fell to 0.037 against 0.105
-    at 0.002). Used as it is (``guidance=1``, no learning), the
-    full gradient overshoots where the floor is small: at N = 32 digit 7's ``log Z_hat`` spread 0.83 with
-    floor 0.002 and 0.22 with the default 0.05.
+    at 0.002). The price of a small floor: where the class models give a state less of the class than
+    the reward gives its end, the ratio (up to ``1 / floor``) enters the path's weight, and the health
+    check's Pareto k-hat can flag it. Used as it is (``guidance=1``, no learning), the full gradient
+    overshoots where the floor is small: at N = 32 digit 7's ``log Z_hat`` spread 0.83 with floor 0.002
+    and 0.22 with the default 0.05.
 
     Proposals shift the base mean by variance times the gradient of ``log psi_k`` at it (``TwistedSMC``'s
     default), scaled by ``gamma_k``: the guidance starts at ``guidance`` and :meth:`fit` learns it per step
