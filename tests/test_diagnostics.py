@@ -51,10 +51,10 @@ def test_khat_reads_no_tail_into_nearly_equal_weights():
     log_w[:22] = torch.tensor([0.0, -0.353, -0.397, -0.520, -0.534, -0.569, -0.600, -0.603, -0.604, -0.606, -0.611,
                                -0.613, -0.615, -0.616, -0.619, -0.619, -0.624, -0.625, -0.626, -0.628, -0.629, -0.629])
     log_w[-4:] = torch.tensor([-2.4, -4.2, -8.9, -21.9])
-    from numpyro_twist.smc.pareto import pareto_khat as numpyro_pareto_khat
+    from twist_core.pareto import pareto_khat as host_pareto_khat
 
     assert pareto_khat(log_w) == -math.inf
-    assert numpyro_pareto_khat(log_w.numpy()) == -math.inf
+    assert host_pareto_khat(log_w.numpy()) == -math.inf
     log_w[0] = math.log(2.2) - 0.632  # beyond twice the threshold's weight the tail is fitted
     assert math.isfinite(pareto_khat(log_w))
 

@@ -23,7 +23,7 @@ def khat_verdict(khat):
     if math.isnan(khat):
         return "not computed (fewer than 25 particles)"
     if khat == -math.inf:
-        return "good (the largest weights agree within 0.01 nats: no tail)"
+        return "good (the largest weight is within twice the threshold's: no tail)"
     if khat < 0.5:
         return "good (below 0.5)"
     if khat <= KHAT_UNRELIABLE:

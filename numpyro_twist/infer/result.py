@@ -4,8 +4,8 @@ import jax
 import numpy as np
 
 from twist_core.diagnostics import khat_verdict, log_evidence_se
+from twist_core.pareto import pareto_khat
 
-from ..smc.pareto import pareto_khat
 from ..smc.weights import ess, normalized_weights
 
 
@@ -91,7 +91,7 @@ class SMCResult:
 
     @property
     def pareto_khat(self):
-        """The Pareto k-hat of the final weights (see :func:`~numpyro_twist.smc.pareto.pareto_khat`)."""
+        """The Pareto k-hat of the final weights (see :func:`twist_core.pareto.pareto_khat`)."""
         return pareto_khat(self.log_weights)
 
     def diagnostics(self):

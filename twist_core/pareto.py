@@ -1,8 +1,9 @@
 """The Pareto k-hat diagnostic of importance weights (Vehtari, Simpson, Gelman, Yao and Gabry,
 "Pareto smoothed importance sampling"): the shape of a generalized Pareto law fitted to the
-largest weights. Below 0.5 the weights' variance is finite; between 0.5 and 0.7 estimates
-converge slowly; above 0.7 a few weights carry the estimate. Computed on the host in float64
-(a few hundred numbers), as ``pyro_twist.smc.pareto`` computes it.
+largest weights. Below 0.5 the weights' variance is finite and estimates converge at the usual
+rate; between 0.5 and 0.7 they converge, slowly; above 0.7 a few weights carry the estimate
+and neither it nor its standard error can be trusted at any practical number of particles.
+Computed on the host in float64 (a few hundred numbers) for both backends.
 """
 import math
 
@@ -25,10 +26,10 @@ def tail_size(num_particles):
 
 
 def pareto_khat(log_w):
-    """The Pareto shape ``k-hat`` of the largest weights ``exp(log_w)`` (one axis).
+    """The Pareto shape ``k-hat`` of the largest weights ``exp(log_w)`` (an array of any shape, flattened).
 
     ``-inf`` where the largest weight is within ``_FLAT_TAIL`` nats of the threshold (no tail); NaN with
-    fewer than 25 weights.
+    fewer than 25 weights (a tail of fewer than 5 is too short to fit).
     """
     log_w = np.asarray(log_w, dtype=np.float64).reshape(-1)
     num_tail = tail_size(log_w.shape[0])
@@ -46,7 +47,13 @@ def pareto_khat(log_w):
 
 def generalized_pareto_shape(y):
     """The shape ``xi`` of a generalized Pareto law fitted to the ascending non-negative sample ``y``
-    by Zhang and Stephens' (2009) quasi-Bayesian estimate (see ``pyro_twist.smc.pareto``)."""
+    by Zhang and Stephens' (2009) quasi-Bayesian estimate.
+
+    With ``theta = -xi / sigma``, the likelihood maximised over ``xi`` for fixed ``theta`` has
+    ``xi(theta) = mean(log(1 - theta y))`` and profile ``M (log(-theta / xi) - xi - 1)``; ``theta`` is
+    its average over a grid of quantiles of a prior built from the sample's largest value and first
+    quartile, weighted by the profile likelihood.
+    """
     m = len(y)
     grid_size = 30 + int(math.sqrt(m))
     quartile = y[int(m / 4 + 0.5) - 1]
