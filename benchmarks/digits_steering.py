@@ -32,6 +32,7 @@ from sklearn.svm import SVC
 
 from pyro_twist import TDS, TRITSMC, BestOfN, FKSteering, NeuralTwist, TwistedSMC, diffusion_chain
 from pyro_twist.pretrained import digit_class_twist, digit_classifier, digits_kernel, load_digits
+from pyro_twist.twists.gaussian_classes import LEARNING_FLOOR
 
 
 def train_judge():
@@ -150,7 +151,7 @@ def main(argv=None):
             twist = NeuralTwist(kernel.num_steps, (1, 8, 8), lookahead=True, lookahead_start=0.0, value_weight=1.0,
                                 likelihood_weight=0.0, temper_value=True, network=False)
         if args.family == "gaussian-classes":
-            twist = digit_class_twist(kernel, guidance=0.0, floor=0.002)
+            twist = digit_class_twist(kernel, guidance=0.0, floor=LEARNING_FLOOR)
         tri = TRITSMC(model, twist=twist, num_particles=args.learn_particles, num_iterations=args.iterations,
                       progress_bar=False)
         tri.run(digit)

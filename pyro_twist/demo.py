@@ -24,6 +24,7 @@ import torch
 from . import TDS, TRITSMC, FKSteering, TwistedSMC, diffusion_chain
 from .plots import plot_ess, plot_history, plot_image_grid
 from .pretrained import digit_class_twist, digit_classifier, digits_kernel
+from .twists.gaussian_classes import LEARNING_FLOOR
 
 
 def digit_model(kernel, classifier, temperature=1.0):
@@ -57,7 +58,7 @@ def main(argv=None):
     classifier = digit_classifier(device=device)
     model = digit_model(kernel, classifier, args.temperature)
     n, progress = args.num_particles, not args.no_progress
-    class_twist = digit_class_twist(kernel, guidance=0.0, floor=0.002).to(device)
+    class_twist = digit_class_twist(kernel, guidance=0.0, floor=LEARNING_FLOOR).to(device)
 
     samplers = {
         "base sampling": TwistedSMC(model, n, ess_threshold=0.0, progress_bar=progress),

@@ -132,7 +132,9 @@ def test_on_the_digits_model_learning_never_falls_below_the_base_chain():
     # 0.574 0.561; with the floor 0.05 the peak was 0.430. Fits on the current proposal's paths alone,
     # started at guidance 1, fell below the base in about 1 of 30 runs: a rare path whose class shows late
     # carried the weight.
-    model, twist = digits_problem(guidance=0.0, floor=0.002)
+    from pyro_twist.twists.gaussian_classes import LEARNING_FLOOR
+
+    model, twist = digits_problem(guidance=0.0, floor=LEARNING_FLOOR)
     pyro.set_rng_seed(7)
     tri = TRITSMC(model, twist=twist, num_particles=256, num_iterations=8, progress_bar=False)
     tri.run(7)

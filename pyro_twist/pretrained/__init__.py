@@ -39,8 +39,8 @@ def digit_class_twist(kernel, guidance=1.0, floor=0.05):
     """The twist toward a digit from the training split's class Gaussians pushed through ``kernel``'s noise
     (:meth:`GaussianClassTwist.from_labelled`), for a model called with the digit, ``model(digit)``.
     ``guidance``: 1 to steer with it as it is, 0 to start ``TRITSMC``'s learning from the base chain.
-    ``floor``: added to the class probability; 0.05 for a twist used as it is, 0.002 for one that
-    ``TRITSMC`` learns (see :class:`GaussianClassTwist`)."""
+    ``floor``: added to the class probability; 0.05 for a twist used as it is, ``LEARNING_FLOOR`` (0.002)
+    for one that ``TRITSMC`` learns (see :class:`GaussianClassTwist`)."""
     images, labels = load_digits("train")
     return GaussianClassTwist.from_labelled(kernel.signal_variance, kernel.num_steps, images, labels,
                                             target=lambda digit: digit, guidance=guidance, floor=floor)

@@ -10,6 +10,7 @@ DAMPING = (0.0, 0.125, 0.25, 0.5, 1.0)  # the shares of a fitted change that hel
 RENYI_ORDER = 2  # the moment of the path weights that the fit minimises: the chi-square divergence plus one
 RIDGE = 1.0  # nats per squared unit of bump height: what a change of guidance must gain on the fitting paths
 NUM_BUMPS = 5  # guidance changes are smooth in k: sums of this many Gaussian bumps spread over the steps
+LEARNING_FLOOR = 0.002  # the floor of a twist that TRITSMC learns from guidance=0 (see GaussianClassTwist)
 
 
 class GaussianClassTwist(nn.Module):
@@ -51,7 +52,7 @@ class GaussianClassTwist(nn.Module):
     :param means: ``(C, D)`` component means of the flattened data. :param covariances: ``(C, D, D)``.
     :param log_weights: ``(C,)`` log component weights (normalised here).
     :param target: the class ``c``: a label, or ``target(*args, **kwargs)`` taking it from each run's arguments.
-    :param float floor: added to ``p(c | x_k)`` (0: none); 0.002 for a twist to learn (see above).
+    :param float floor: added to ``p(c | x_k)`` (0: none); ``LEARNING_FLOOR`` (0.002) for a twist to learn.
     :param classes: each component's class label, in order (default ``0, ..., C - 1``: one per class).
     :param float guidance: the starting ``gamma_k`` of every step (1: the gradient proposal; 0: the base chain's).
     """
