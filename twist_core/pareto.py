@@ -60,9 +60,12 @@ def generalized_pareto_shape(y):
     if quartile <= 0:  # ties at the threshold: the smallest positive excess sets the scale instead
         quartile = y[y > 0][0]
     j = np.arange(1, grid_size + 1, dtype=np.float64)
-    theta = 1 / y[-1] + (1 - np.sqrt(grid_size / (j - 0.5))) / (3 * quartile)
-    xi = np.log1p(-theta[:, None] * y).mean(-1)
-    profile = m * (np.log(-theta / xi) - xi - 1)
-    weights = np.exp(profile - profile.max())
-    theta_hat = (weights / weights.sum() * theta).sum()
-    return float(np.log1p(-theta_hat * y).mean())
+    # a tail whose smallest excess is tiny puts grid points beyond float64: the arithmetic's inf and NaN stand,
+    # as in the torch fit this replaces, but numpy would also warn the user at every fit
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        theta = 1 / y[-1] + (1 - np.sqrt(grid_size / (j - 0.5))) / (3 * quartile)
+        xi = np.log1p(-theta[:, None] * y).mean(-1)
+        profile = m * (np.log(-theta / xi) - xi - 1)
+        weights = np.exp(profile - profile.max())
+        theta_hat = (weights / weights.sum() * theta).sum()
+        return float(np.log1p(-theta_hat * y).mean())
